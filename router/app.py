@@ -1,0 +1,185 @@
+"""The ASGI surface: `RouterMiddleware` (pure ASGI) and the standalone `create_app()`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from router.ingress.errors import RouterError
+from router.pipeline import PolicySource, Router
+from router.policy.model import Policy, ScoringConfig
+from router.upstreams.pool import TransportFactory
+
+__all__ = ["RouterMiddleware", "create_app"]
+
+_V1 = {
+    "/v1/chat/completions": ("POST", "chat"),
+    "/v1/models": ("GET", "models"),
+}
+
+
+def _default_scorer_factory(config: ScoringConfig) -> Any:
+    from router.scoring import Scorer
+
+    return Scorer.from_path(
+        config.model, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms
+    )
+
+
+class RouterMiddleware:
+    """Serve the OpenAI `/v1` routes; pass every other request to the wrapped app.
+
+    Mount it in front of any ASGI app (Starlette, FastAPI):
+
+        app = RouterMiddleware(app, policy="policies/default.yaml")
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        policy: PolicySource | Policy = None,
+        *,
+        transport_factory: TransportFactory | None = None,
+        scorer_factory: Callable[[ScoringConfig], Any] | None = _default_scorer_factory,
+        watch: bool = True,
+        router: Router | None = None,
+    ) -> None:
+        self.app = app
+        self.router = router or Router(
+            policy, transport_factory=transport_factory, scorer_factory=scorer_factory, watch=watch
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith("/v1/") or path == "/v1":
+                await self._v1(path, scope, receive, send)
+                return
+        elif scope["type"] == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
+        await self.app(scope, receive, send)
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.router.startup()
+            elif message["type"] == "lifespan.shutdown":
+                await self.router.shutdown()
+            return message
+
+        return wrapped
+
+    async def _v1(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        route = _V1.get(path.rstrip("/"))
+        if route is None:
+            error = RouterError.not_found(f"Unknown endpoint: {scope['method']} {path}.")
+        elif scope["method"] != route[0]:
+            error = RouterError(
+                405,
+                f"Method {scope['method']} is not allowed on {path}; use {route[0]}.",
+                code="method_not_allowed",
+                headers={"allow": route[0]},
+            )
+        else:
+            handler = getattr(self.router, route[1])
+            await handler(scope, receive, send)
+            return
+        await _send(send, error.status, error.body(), error.headers)
+
+
+async def _send(
+    send: Send,
+    status: int,
+    body: bytes,
+    extra: dict[str, str] | None = None,
+    content_type: bytes = b"application/json",
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    headers.extend((k.encode(), v.encode()) for k, v in (extra or {}).items())
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Operations:
+    """Health, readiness and metrics; everything else is an OpenAI-format 404."""
+
+    def __init__(self) -> None:
+        self.router: Router | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if method in ("GET", "HEAD") and path == "/healthz":
+            await _send(send, 200, b'{"status":"ok"}')
+        elif method in ("GET", "HEAD") and path == "/readyz":
+            await self._ready(send)
+        elif method == "GET" and path == "/metrics":
+            await _send(send, 200, generate_latest(), content_type=CONTENT_TYPE_LATEST.encode())
+        else:
+            error = RouterError.not_found(f"Unknown endpoint: {method} {path}.")
+            await _send(send, 404, error.body())
+
+    async def _ready(self, send: Send) -> None:
+        router = self.router
+        assert router is not None
+        policy = router.policy
+        scoring_ok = not policy.scoring.enabled or router.scorer is not None
+        body = {
+            "status": "ready" if router.started and scoring_ok else "not_ready",
+            "policy": policy.source,
+            "upstreams": {
+                name: client.breaker.state for name, client in router.pool.clients.items()
+            },
+            "scoring": {
+                "enabled": policy.scoring.enabled,
+                "provider": router.scoring_provider,
+            },
+            "demo": policy.demo,
+        }
+        await _send(send, 200 if body["status"] == "ready" else 503, json.dumps(body).encode())
+
+
+def create_app(
+    policy: PolicySource | Policy = None,
+    *,
+    transport_factory: TransportFactory | None = None,
+    scorer_factory: Callable[[ScoringConfig], Any] | None = _default_scorer_factory,
+    watch: bool = True,
+) -> RouterMiddleware:
+    """The standalone sidecar: the `/v1` API plus `/healthz`, `/readyz` and `/metrics`."""
+    operations = _Operations()
+    app = RouterMiddleware(
+        operations,
+        policy if not isinstance(policy, Path) else str(policy),
+        transport_factory=transport_factory,
+        scorer_factory=scorer_factory,
+        watch=watch,
+    )
+    operations.router = app.router
+    return app
+
+
+def app_from_env() -> RouterMiddleware:
+    """The uvicorn factory behind `router serve` (each worker builds its own app)."""
+    import os
+
+    from router.logs import configure_logging
+
+    configure_logging(os.environ.get("ROUTER_LOG_LEVEL", "info"))
+    return create_app(os.environ.get("ROUTER_POLICY"))

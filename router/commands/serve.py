@@ -1,0 +1,68 @@
+"""`router serve`: run the sidecar under uvicorn (uvloop + httptools)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("serve", help="run the router")
+    parser.add_argument("--policy", help="policy YAML (default: policies/default.yaml)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="also start two demo upstreams on loopback and use policies/demo.yaml",
+    )
+    parser.add_argument("--log-level", default="info")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from router.logs import configure_logging
+    from router.policy.loader import PolicyError, default_policy_path, load_policy
+
+    configure_logging(args.log_level)
+    import structlog
+
+    log = structlog.get_logger("router")
+    policy_path = args.policy or str(
+        default_policy_path("demo.yaml" if args.demo else "default.yaml")
+    )
+    try:
+        load_policy(policy_path)
+    except PolicyError as exc:
+        for message in exc.messages:
+            print(message)
+        return 1
+    if args.demo:
+        from router.demo import DEMO_PORTS, start_demo_upstreams
+
+        start_demo_upstreams()
+        log.warning(
+            "demo_mode",
+            upstreams={n: f"http://127.0.0.1:{p}/v1" for n, p in DEMO_PORTS.items()},
+            note="DEMO: answers come from built-in stand-ins, not real models",
+        )
+    os.environ["ROUTER_POLICY"] = policy_path
+    os.environ["ROUTER_LOG_LEVEL"] = args.log_level
+    uvicorn.run(
+        "router.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    return 0

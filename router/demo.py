@@ -1,0 +1,185 @@
+"""Demo upstreams: two deterministic OpenAI-compatible stand-ins ("local" and "cloud").
+
+They let a newcomer watch routing work with no model and no key. Every answer
+says it is a demo and which stand-in wrote it; the same prompt always gets the
+same answer, different prompts different answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+import time
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+__all__ = ["DEMO_PORTS", "DemoUpstream", "start_demo_upstreams"]
+
+DEMO_PORTS = {"local": 18081, "cloud": 18082}
+_WORDS = (
+    "routing",
+    "model",
+    "answer",
+    "prompt",
+    "cheap",
+    "strong",
+    "cache",
+    "policy",
+    "token",
+    "latency",
+    "budget",
+    "shadow",
+    "rollout",
+    "score",
+    "tenant",
+    "replay",
+)
+
+
+def demo_answer(name: str, prompt: str) -> str:
+    digest = hashlib.sha256(f"{name}\x00{prompt}".encode()).digest()
+    words = " ".join(_WORDS[b % len(_WORDS)] for b in digest[:12])
+    return f"[DEMO {name} model] {words}."
+
+
+def _prompt_of(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user" and isinstance(message.get("content"), str):
+            return str(message["content"])
+    return ""
+
+
+class DemoUpstream:
+    """A tiny ASGI OpenAI-compatible server; `chunks` sets how many SSE chunks an answer has."""
+
+    def __init__(self, name: str, chunks: int = 8) -> None:
+        self.name = name
+        self.chunks = chunks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["path"].endswith("/chat/completions"):
+            await self.complete(json.loads(body or b"{}"), send)
+        else:
+            await _json(
+                send, 404, {"error": {"message": "not found", "type": "invalid_request_error"}}
+            )
+
+    async def complete(self, request: dict[str, Any], send: Send) -> None:
+        prompt = _prompt_of(request.get("messages") or [])
+        text = demo_answer(self.name, prompt)
+        model = request.get("model", self.name)
+        usage = {
+            "prompt_tokens": max(1, len(prompt) // 4),
+            "completion_tokens": len(text.split()),
+            "total_tokens": max(1, len(prompt) // 4) + len(text.split()),
+        }
+        cid = "chatcmpl-demo-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+        if not request.get("stream"):
+            await _json(
+                send,
+                200,
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                },
+            )
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        words = text.split(" ")
+        step = max(1, -(-len(words) // self.chunks))
+        pieces = [
+            " ".join(words[i : i + step]) + (" " if i + step < len(words) else "")
+            for i in range(0, len(words), step)
+        ]
+        base = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+        for i, piece in enumerate(pieces):
+            delta: dict[str, Any] = {"content": piece}
+            if i == 0:
+                delta["role"] = "assistant"
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            await send({"type": "http.response.body", "body": _event(chunk), "more_body": True})
+        end = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        tail = _event(end)
+        if (request.get("stream_options") or {}).get("include_usage"):
+            tail += _event({**base, "choices": [], "usage": usage})
+        await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+async def _json(send: Send, status: int, data: dict[str, Any]) -> None:
+    raw = json.dumps(data).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(raw)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw})
+
+
+def start_demo_upstreams(host: str = "127.0.0.1") -> threading.Thread:
+    """Serve both stand-ins from a daemon thread; returns once they accept connections."""
+    import uvicorn
+
+    ready = threading.Event()
+
+    async def main() -> None:
+        servers = [
+            uvicorn.Server(
+                uvicorn.Config(
+                    DemoUpstream(name), host=host, port=port, log_level="warning", lifespan="off"
+                )
+            )
+            for name, port in DEMO_PORTS.items()
+        ]
+        tasks = [asyncio.ensure_future(s.serve()) for s in servers]
+        while not all(s.started for s in servers):
+            await asyncio.sleep(0.01)
+        ready.set()
+        await asyncio.gather(*tasks)
+
+    thread = threading.Thread(
+        target=lambda: asyncio.run(main()), name="demo-upstreams", daemon=True
+    )
+    thread.start()
+    ready.wait(10)
+    return thread

@@ -1,0 +1,34 @@
+"""Client authentication: policy API keys map to tenants."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+from router.ingress.errors import RouterError
+from router.policy.model import AuthConfig
+
+__all__ = ["tenant_for"]
+
+
+def tenant_for(auth: AuthConfig, headers: Mapping[str, str]) -> str:
+    """The request's tenant; raises a 401 `RouterError` when keys are configured and none fits.
+
+    With keys configured the key decides the tenant, and a tenant header cannot
+    override it: otherwise any key holder could spend another tenant's budget.
+    """
+    if auth.keys:
+        header = headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise RouterError.unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
+        # Comparing digests, not keys, keeps the lookup's timing independent of the key.
+        tenant = auth.keys.get(hashlib.sha256(key.strip().encode()).hexdigest())
+        if tenant is None:
+            raise RouterError.unauthorized("Incorrect API key provided.")
+        return tenant
+    if auth.tenant_header:
+        value = headers.get(auth.tenant_header)
+        if value:
+            return value
+    return auth.default_tenant

@@ -1,0 +1,151 @@
+"""Parse and validate an OpenAI chat-completions body into a `ChatRequest`.
+
+Validation is deliberately shallow: the router checks what it needs to route and
+what would otherwise surface as an upstream 400 or a router traceback. Fields it
+does not know are passed through untouched, so new OpenAI parameters keep working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from router.ingress.errors import RouterError
+
+__all__ = ["ChatRequest", "parse_chat_request"]
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "presence_penalty": (-2.0, 2.0),
+}
+_POSITIVE_INTS = ("n", "max_tokens", "max_completion_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    body: dict[str, Any]
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool
+    include_usage: bool
+    prompt_chars: int
+
+    @property
+    def conversation_key(self) -> str:
+        """A stable hash of the first message: the same conversation keeps its key."""
+        first = self.messages[0]
+        text = message_text(first)
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RouterError.bad_request(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RouterError.bad_request("Request body must be a JSON object.")
+
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RouterError.bad_request("'model' is required and must be a string.", "model")
+
+    messages = body.get("messages")
+    if messages is None:
+        raise RouterError.bad_request("'messages' is a required property.", "messages")
+    if not isinstance(messages, list) or not messages:
+        raise RouterError.bad_request("'messages' must be a non-empty array.", "messages")
+    chars = 0
+    for i, message in enumerate(messages):
+        chars += _check_message(message, i)
+
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise RouterError.bad_request("'stream' must be a boolean.", "stream")
+    include_usage = False
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise RouterError.bad_request("'stream_options' must be an object.", "stream_options")
+        if not stream:
+            raise RouterError.bad_request(
+                "'stream_options' is only allowed when 'stream' is true.", "stream_options"
+            )
+        include_usage = options.get("include_usage") is True
+
+    for name, (low, high) in _NUMBER_RANGES.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RouterError.bad_request(f"'{name}' must be a number.", name)
+        if not low <= value <= high:
+            raise RouterError.bad_request(f"'{name}' must be between {low} and {high}.", name)
+    for name in _POSITIVE_INTS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RouterError.bad_request(f"'{name}' must be a positive integer.", name)
+
+    return ChatRequest(
+        body=body,
+        model=model,
+        messages=messages,
+        stream=stream,
+        include_usage=include_usage,
+        prompt_chars=chars,
+    )
+
+
+def _check_message(message: object, i: int) -> int:
+    param = f"messages[{i}]"
+    if not isinstance(message, dict):
+        raise RouterError.bad_request(f"'{param}' must be an object.", param)
+    role = message.get("role")
+    if not isinstance(role, str) or role not in _ROLES:
+        raise RouterError.bad_request(
+            f"'{param}.role' must be one of {', '.join(sorted(_ROLES))}.", f"{param}.role"
+        )
+    content = message.get("content")
+    if content is None:
+        if role in ("user", "system", "developer"):
+            raise RouterError.bad_request(f"'{param}.content' is required.", f"{param}.content")
+        return 0
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        total = 0
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise RouterError.bad_request(
+                    f"'{param}.content[{j}]' must be an object with a 'type'.",
+                    f"{param}.content[{j}]",
+                )
+            text = part.get("text")
+            if isinstance(text, str):
+                total += len(text)
+        return total
+    raise RouterError.bad_request(
+        f"'{param}.content' must be a string or an array of content parts.", f"{param}.content"
+    )

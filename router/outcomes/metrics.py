@@ -1,0 +1,38 @@
+"""Prometheus metrics, module-level like prometheus_client intends."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "BREAKER_OPEN",
+    "FALLBACKS",
+    "OVERHEAD",
+    "POLICY_RELOADS",
+    "REQUESTS",
+    "SCORING_ERRORS",
+    "UPSTREAM_LATENCY",
+]
+
+REQUESTS = Counter(
+    "router_requests_total", "Chat requests by rule, route and status.", ["rule", "route", "status"]
+)
+FALLBACKS = Counter(
+    "router_fallbacks_total",
+    "Upstream attempts that failed over to the next target.",
+    ["upstream", "error"],
+)
+UPSTREAM_LATENCY = Histogram(
+    "router_upstream_seconds",
+    "Upstream time to response headers.",
+    ["upstream"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+OVERHEAD = Histogram(
+    "router_overhead_seconds",
+    "Time spent in the router itself, upstream excluded.",
+    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+BREAKER_OPEN = Gauge("router_breaker_open", "1 while an upstream's circuit is open.", ["upstream"])
+POLICY_RELOADS = Counter("router_policy_reloads_total", "Policy reloads by result.", ["result"])
+SCORING_ERRORS = Counter("router_scoring_errors_total", "Prompts the classifier failed to score.")

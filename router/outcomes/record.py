@@ -1,0 +1,58 @@
+"""The decision record: one schema for logs, replay input and training data.
+
+Schema version 1. Every field is documented in README.md ("Decision records").
+API keys are never part of it: the record is built from the decision and the
+upstream's name, never from request headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["SCHEMA_VERSION", "DecisionRecord"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(slots=True)
+class DecisionRecord:
+    request_id: str
+    ts: float
+    tenant: str
+    model: str
+    stream: bool
+    rule: str = ""
+    reason: str = ""
+    route: str | None = None  # the upstream that answered
+    upstream_model: str | None = None
+    targets: list[str] = field(default_factory=list)  # the decision's targets, in order
+    tried: list[str] = field(default_factory=list)  # upstreams that failed before `route`
+    rollout: str | None = None
+    shadow: str | None = None
+    score: float | None = None
+    score_error: str | None = None
+    cache: str = "off"
+    cache_similarity: float | None = None
+    status: int = 0
+    error: str | None = None
+    latency_ms: float = 0.0
+    upstream_ms: float | None = None
+    ttfb_ms: float | None = None
+    overhead_ms: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    prompt_chars: int = 0
+    prompt: str | None = None  # only with `record: {prompts: true}`
+    messages: list[dict[str, Any]] | None = None
+    answer: str | None = None
+    v: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        # Keep records compact: optional text fields appear only when recorded.
+        for name in ("prompt", "messages", "answer", "shadow", "score_error"):
+            if data[name] is None:
+                del data[name]
+        return data

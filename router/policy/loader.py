@@ -1,0 +1,356 @@
+"""Load a policy from YAML, reporting every error as `FILE:LINE:COL: message`."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from router.policy.model import (
+    AuthConfig,
+    BreakerConfig,
+    CacheRule,
+    Match,
+    Policy,
+    Price,
+    Range,
+    RecordConfig,
+    Rollout,
+    Route,
+    ScoringConfig,
+    Shadow,
+    Timeouts,
+    Upstream,
+)
+from router.policy.reader import Section, strings_of
+from router.policy.yamlnodes import Errors, Node, compose
+
+__all__ = ["PolicyError", "default_policy_path", "load_policy", "parse_policy"]
+
+_TOP = {
+    "version",
+    "server",
+    "auth",
+    "upstreams",
+    "models",
+    "routes",
+    "default",
+    "on_classifier_error",
+    "record",
+    "scoring",
+    "cache",
+    "demo",
+}
+_UPSTREAM = {
+    "base_url",
+    "api_key",
+    "model",
+    "price",
+    "timeouts",
+    "retries",
+    "backoff",
+    "breaker",
+    "max_connections",
+}
+_ROUTE = {"name", "match", "target", "fallbacks", "rollout", "shadow", "cache"}
+_MATCH = {"model", "tenant", "headers", "prompt_chars", "prompt_tokens", "score"}
+_RANGE = {"gt", "gte", "lt", "lte"}
+
+
+class PolicyError(Exception):
+    def __init__(self, messages: list[str]) -> None:
+        messages = sorted(messages, key=_position)
+        super().__init__("\n".join(messages))
+        self.messages = messages
+
+
+def _position(message: str) -> tuple[int, int]:
+    parts = message.split(":")
+    try:
+        return int(parts[-3]), int(parts[-2].split()[0])
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def default_policy_path(name: str = "default.yaml") -> Path:
+    """The shipped policy: inside the wheel, or `policies/` in a source checkout."""
+    packaged = Path(str(resources.files("router"))) / "_policies" / name
+    if packaged.exists():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "policies" / name
+
+
+def load_policy(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError([f"{path}:1:1: cannot read policy: {exc.strerror}"]) from None
+    return parse_policy(text, source=str(path))
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    errors = Errors(source)
+    root = compose(text, errors)
+    if root is None:
+        if not errors:
+            errors.add(None, "the policy is empty")
+        raise PolicyError(errors.messages)
+    policy = _build(Section(root, errors, _TOP), errors, source)
+    if errors or policy is None:
+        raise PolicyError(errors.messages)
+    return policy
+
+
+def _build(top: Section, errors: Errors, source: str) -> Policy | None:
+    if not top.ok:
+        return None
+    version = top.integer("version", 1, low=1)
+    if version != 1:
+        errors.add(top.value_node("version"), f"unsupported policy version {version}")
+
+    upstreams: dict[str, Upstream] = {}
+    ups = top.section("upstreams")
+    if ups is None:
+        errors.add(top.node, "missing required key 'upstreams'")
+    else:
+        for name in ups.names():
+            node = ups.value_node(name)
+            assert node is not None
+            upstream = _upstream(name, Section(node, errors, _UPSTREAM))
+            if upstream is not None:
+                upstreams[name] = upstream
+        if not ups.names():
+            errors.add(ups.node, "'upstreams' must name at least one upstream")
+
+    models = top.strings("models") or ("auto",)
+
+    def check_target(node: Node | None, name: str | None) -> None:
+        if (
+            name is not None
+            and ups is not None
+            and name not in upstreams
+            and name not in ups.entries
+        ):
+            errors.add(node, f"unknown upstream '{name}' (known: {', '.join(sorted(ups.entries))})")
+
+    routes: list[Route] = []
+    seen: set[str] = set()
+    for i, node in enumerate(top.sequence("routes")):
+        route = _route(Section(node, errors, _ROUTE), f"route-{i + 1}", check_target)
+        if route is None:
+            continue
+        if route.name in seen:
+            errors.add(node, f"duplicate route name '{route.name}'")
+        seen.add(route.name)
+        routes.append(route)
+
+    default_section = top.section("default", _ROUTE - {"match"})
+    if default_section is None:
+        errors.add(
+            top.node, "missing required key 'default' (the route taken when no rule matches)"
+        )
+        default = None
+    else:
+        default = _route(default_section, "default", check_target)
+
+    on_error_node = top.value_node("on_classifier_error")
+    on_error = top.string("on_classifier_error")
+    if on_error is None and default is not None:
+        on_error = _cloudiest(upstreams) or default.target
+    check_target(on_error_node, on_error)
+
+    auth = _auth(top.section("auth", {"keys", "tenant_header", "default_tenant"}), errors)
+    record = _record(top.section("record", {"path", "rotate_mb", "keep", "prompts"}))
+    scoring = _scoring(top.section("scoring", {"enabled", "model", "max_batch", "max_wait_ms"}))
+    server = top.section("server", {"max_body_mb"})
+    max_body = int(
+        (server.number("max_body_mb", 10.0, low=0.001) if server else 10.0) * 1024 * 1024
+    )
+    if any(r.match.score for r in routes) and not scoring.enabled and top.has("scoring"):
+        errors.add(top.value_node("scoring"), "routes match on 'score' but scoring is disabled")
+    if any(r.match.score for r in routes) and not top.has("scoring"):
+        scoring = ScoringConfig(enabled=True)
+
+    if errors or default is None or on_error is None:
+        return None
+    return Policy(
+        upstreams=upstreams,
+        models=models,
+        routes=tuple(routes),
+        default=default,
+        on_classifier_error=on_error,
+        auth=auth,
+        record=record,
+        scoring=scoring,
+        max_body_bytes=max_body,
+        source=source,
+        demo=top.boolean("demo", False),
+    )
+
+
+def _cloudiest(upstreams: dict[str, Upstream]) -> str | None:
+    """With no `on_classifier_error`, fall back to the most expensive (strongest) upstream."""
+    if not upstreams:
+        return None
+    return max(upstreams.values(), key=lambda u: (u.price.input + u.price.output, u.name)).name
+
+
+def _upstream(name: str, s: Section) -> Upstream | None:
+    base_url = s.string("base_url", required=True)
+    model = s.string("model", required=True)
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        s.errors.add(s.value_node("base_url"), "'base_url' must start with http:// or https://")
+    api_key = s.string("api_key") or None
+    price = Price()
+    if (p := s.section("price", {"input", "output"})) is not None:
+        price = Price(p.number("input", 0.0, low=0), p.number("output", 0.0, low=0))
+    timeouts = Timeouts()
+    if (t := s.section("timeouts", {"connect", "first_byte", "read", "total"})) is not None:
+        d = Timeouts()
+        timeouts = Timeouts(
+            connect=t.number("connect", d.connect, low=0.001),
+            first_byte=t.number("first_byte", d.first_byte, low=0.001),
+            read=t.number("read", d.read, low=0.001),
+            total=t.number("total", d.total, low=0.001),
+        )
+    breaker = BreakerConfig()
+    if (b := s.section("breaker", {"failures", "cooldown"})) is not None:
+        breaker = BreakerConfig(b.integer("failures", 5, low=1), b.number("cooldown", 10.0, low=0))
+    if base_url is None or model is None:
+        return None
+    return Upstream(
+        name=name,
+        base_url=base_url.rstrip("/"),
+        model=model,
+        api_key=api_key,
+        price=price,
+        timeouts=timeouts,
+        retries=s.integer("retries", 1, low=0),
+        backoff=s.number("backoff", 0.05, low=0),
+        breaker=breaker,
+        max_connections=s.integer("max_connections", 256, low=1),
+    )
+
+
+def _range(s: Section | None) -> Range | None:
+    if s is None:
+        return None
+    if not s.names():
+        s.errors.add(s.node, "a range needs at least one of gt, gte, lt, lte")
+    nan = float("nan")
+    values = {k: s.number(k, nan) for k in ("gt", "gte", "lt", "lte") if s.has(k)}
+    return Range(**values)
+
+
+def _route(s: Section, fallback_name: str, check_target: object) -> Route | None:
+    assert callable(check_target)
+    name = s.string("name", fallback_name) or fallback_name
+    target = s.string("target", required=True)
+    check_target(s.value_node("target"), target)
+    fallbacks = s.strings("fallbacks") or ()
+    fb_node = s.value_node("fallbacks")
+    for fb in fallbacks:
+        check_target(fb_node, fb)
+    match = Match()
+    if (m := s.section("match", _MATCH)) is not None:
+        headers: list[tuple[str, frozenset[str] | None]] = []
+        if (h := m.section("headers")) is not None:
+            for header in h.names():
+                node = h.value_node(header)
+                assert node is not None
+                if isinstance(node, yaml.ScalarNode) and node.value in ("*", ""):
+                    headers.append((header.lower(), None))
+                else:
+                    values = strings_of(node, s.errors, header)
+                    headers.append((header.lower(), frozenset(values or ())))
+        models = m.strings("model")
+        tenants = m.strings("tenant")
+        match = Match(
+            models=frozenset(models) if models is not None else None,
+            tenants=frozenset(tenants) if tenants is not None else None,
+            headers=tuple(headers),
+            prompt_chars=_range(m.section("prompt_chars", _RANGE)),
+            prompt_tokens=_range(m.section("prompt_tokens", _RANGE)),
+            score=_range(m.section("score", _RANGE)),
+        )
+    rollout = None
+    if (r := s.section("rollout", {"percent", "target", "sticky"})) is not None:
+        r_target = r.string("target", required=True)
+        check_target(r.value_node("target"), r_target)
+        sticky = r.string("sticky", "conversation") or "conversation"
+        if sticky not in ("tenant", "conversation", "request") and not sticky.startswith("header:"):
+            s.errors.add(
+                r.value_node("sticky"),
+                "'sticky' must be tenant, conversation, request or header:<name>",
+            )
+        if r_target is not None:
+            rollout = Rollout(r.number("percent", 0.0, low=0, high=100), r_target, sticky.lower())
+    shadow = None
+    if (sh := s.section("shadow", {"percent", "target"})) is not None:
+        sh_target = sh.string("target", required=True)
+        check_target(sh.value_node("target"), sh_target)
+        if sh_target is not None:
+            shadow = Shadow(sh.number("percent", 0.0, low=0, high=100), sh_target)
+    cache = CacheRule()
+    if (c := s.section("cache", {"enabled", "similarity"})) is not None:
+        sim = c.number("similarity", -1.0, low=-1.0, high=1.0) if c.has("similarity") else None
+        cache = CacheRule(c.boolean("enabled", True), sim)
+    if target is None:
+        return None
+    return Route(
+        name=name,
+        target=target,
+        match=match,
+        fallbacks=tuple(fallbacks),
+        rollout=rollout,
+        shadow=shadow,
+        cache=cache,
+    )
+
+
+def _auth(s: Section | None, errors: Errors) -> AuthConfig:
+    if s is None:
+        return AuthConfig()
+    keys: dict[str, str] = {}
+    for node in s.sequence("keys"):
+        entry = Section(node, errors, {"key", "tenant"})
+        key = entry.string("key", required=True)
+        tenant = entry.string("tenant", required=True)
+        if key == "":
+            errors.add(entry.value_node("key"), "'key' is empty")
+        elif key and tenant:
+            keys[hashlib.sha256(key.encode()).hexdigest()] = tenant
+    header = s.string("tenant_header", "x-tenant-id")
+    return AuthConfig(
+        keys=keys,
+        tenant_header=header.lower() if header else None,
+        default_tenant=s.string("default_tenant", "default") or "default",
+    )
+
+
+def _record(s: Section | None) -> RecordConfig:
+    if s is None:
+        return RecordConfig()
+    d = RecordConfig()
+    path = s.string("path", d.path)
+    return RecordConfig(
+        path=path or None,
+        rotate_mb=s.number("rotate_mb", d.rotate_mb, low=0.001),
+        keep=s.integer("keep", d.keep, low=1),
+        prompts=s.boolean("prompts", d.prompts),
+    )
+
+
+def _scoring(s: Section | None) -> ScoringConfig:
+    if s is None:
+        return ScoringConfig()
+    d = ScoringConfig()
+    return ScoringConfig(
+        enabled=s.boolean("enabled", True),
+        model=s.string("model") or None,
+        max_batch=s.integer("max_batch", d.max_batch, low=1),
+        max_wait_ms=s.number("max_wait_ms", d.max_wait_ms, low=0),
+    )

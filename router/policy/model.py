@@ -1,0 +1,170 @@
+"""The policy: plain frozen dataclasses, built by `router.policy.loader` from YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "AuthConfig",
+    "BreakerConfig",
+    "CacheRule",
+    "Match",
+    "Policy",
+    "Price",
+    "Range",
+    "RecordConfig",
+    "Rollout",
+    "Route",
+    "ScoringConfig",
+    "Shadow",
+    "Timeouts",
+    "Upstream",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """US dollars per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input + tokens_out * self.output) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. `first_byte` runs until the response headers; `read` is the longest silence."""
+
+    connect: float = 2.0
+    first_byte: float = 30.0
+    read: float = 60.0
+    total: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    failures: int = 5
+    cooldown: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    name: str
+    base_url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    price: Price = Price()
+    timeouts: Timeouts = Timeouts()
+    retries: int = 1
+    backoff: float = 0.05
+    breaker: BreakerConfig = BreakerConfig()
+    max_connections: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+    def contains(self, value: float) -> bool:
+        return (
+            (self.gt is None or value > self.gt)
+            and (self.gte is None or value >= self.gte)
+            and (self.lt is None or value < self.lt)
+            and (self.lte is None or value <= self.lte)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """All given conditions must hold; an empty match matches everything."""
+
+    models: frozenset[str] | None = None
+    tenants: frozenset[str] | None = None
+    # header name (lower case) -> allowed values; None means "present with any value"
+    headers: tuple[tuple[str, frozenset[str] | None], ...] = ()
+    prompt_chars: Range | None = None
+    prompt_tokens: Range | None = None
+    score: Range | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """Send `percent` of a route's matches to `target`, sticky by `sticky`."""
+
+    percent: float
+    target: str
+    # "tenant", "conversation", "request" or "header:<name>"
+    sticky: str = "conversation"
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """Also send `percent` of a route's matches to `target`, off the client's path."""
+
+    percent: float
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRule:
+    enabled: bool = True
+    similarity: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    target: str
+    match: Match = Match()
+    fallbacks: tuple[str, ...] = ()
+    rollout: Rollout | None = None
+    shadow: Shadow | None = None
+    cache: CacheRule = CacheRule()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    # sha256 hex digest of an API key -> tenant; the keys themselves are not kept
+    keys: dict[str, str] = field(default_factory=dict, repr=False)
+    tenant_header: str | None = "x-tenant-id"
+    default_tenant: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordConfig:
+    path: str | None = "records/decisions.jsonl"
+    rotate_mb: float = 100.0
+    keep: int = 5
+    prompts: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringConfig:
+    enabled: bool = False
+    model: str | None = None  # a classifier directory; None = the shipped default
+    max_batch: int = 32
+    max_wait_ms: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    upstreams: dict[str, Upstream]
+    models: tuple[str, ...]
+    routes: tuple[Route, ...]
+    default: Route
+    on_classifier_error: str
+    auth: AuthConfig = AuthConfig()
+    record: RecordConfig = RecordConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    max_body_bytes: int = 10 * 1024 * 1024
+    source: str = "<policy>"
+    demo: bool = False
+
+    @property
+    def uses_score(self) -> bool:
+        return any(route.match.score is not None for route in self.routes)
