@@ -62,13 +62,17 @@ def test_assemble_inverts_replay(include_usage: bool) -> None:
 
 
 def test_assemble_bare_payloads_and_tool_calls() -> None:
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": index, "delta": delta, "finish_reason": finish}
+        return {"id": "c", "created": 1, "model": "m", "choices": [choice]}
+
     payloads = [
-        {"id": "c", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
-        {"id": "c", "choices": [{"index": 0, "delta": {"content": "Hel"}}]},
-        {"id": "c", "choices": [{"index": 0, "delta": {"content": "lo"}}]},
-        {"id": "c", "choices": [{"index": 1, "delta": {"content": "Hi"}, "finish_reason": "length"}]},
-        {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-    ]  # fmt: skip
+        chunk(0, {"role": "assistant"}),
+        chunk(0, {"content": "Hel"}),
+        chunk(0, {"content": "lo"}),
+        chunk(1, {"content": "Hi"}, "length"),
+        chunk(0, {}, "stop"),
+    ]
     rebuilt = assemble_stream([json.dumps(p).encode() for p in payloads] + [b"[DONE]"])
     assert rebuilt is not None
     assert [c["message"]["content"] for c in rebuilt["choices"]] == ["Hello", "Hi"]
