@@ -12,6 +12,7 @@ from collections.abc import Sequence
 _COMMANDS = (
     "router.commands.serve",
     "router.commands.policy",
+    "router.commands.cache",
 )
 
 
