@@ -30,13 +30,13 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def build_request(host: str, port: int, path: str, body: bytes) -> bytes:
+def build_request(host: str, port: int, path: str, body: bytes, key: str = "sk-bench") -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\n"
         f"host: {host}:{port}\r\n"
         "content-type: application/json\r\n"
         "accept: application/json, text/event-stream\r\n"
-        "authorization: Bearer sk-bench\r\n"
+        f"authorization: Bearer {key}\r\n"
         f"content-length: {len(body)}\r\n"
         "\r\n"
     ).encode() + body

@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import secrets
 import signal
 import socket
 import statistics
@@ -59,6 +60,8 @@ GOALS = {
 # What we measured for LiteLLM before, used only when LiteLLM is not in the run.
 LITELLM_REFERENCE_RPS = 100.0
 
+# Every target gets the same key; LiteLLM requires a master key, the router ignores it.
+API_KEY = "sk-bench-" + secrets.token_hex(16)
 PROMPT = "Summarise the benefits of routing requests between a small and a large model."
 
 
@@ -298,7 +301,9 @@ def summarize(runs: list[LoadResult]) -> dict[str, Any]:
 async def smoke(target: Target, chunks: int) -> str | None:
     """One plain and one streamed request; returns a problem or None."""
     for stream in (False, True):
-        raw = build_request("127.0.0.1", target.port, "/v1/chat/completions", request_body(stream))
+        raw = build_request(
+            "127.0.0.1", target.port, "/v1/chat/completions", request_body(stream), API_KEY
+        )
         result = await run_load(
             "127.0.0.1",
             target.port,
@@ -336,7 +341,9 @@ async def measure(
                 # Alternate the order each round so no target always goes first.
                 order = targets if rnd % 2 == 0 else list(reversed(targets))
                 for target in order:
-                    raw = build_request("127.0.0.1", target.port, "/v1/chat/completions", body)
+                    raw = build_request(
+                        "127.0.0.1", target.port, "/v1/chat/completions", body, API_KEY
+                    )
                     result = await run_load(
                         "127.0.0.1",
                         target.port,
@@ -649,6 +656,7 @@ def main() -> int:
                     env=clean_env(
                         LITELLM_LOCAL_MODEL_COST_MAP="True",
                         LITELLM_LOG="ERROR",
+                        LITELLM_MASTER_KEY=API_KEY,
                         LITELLM_TELEMETRY="False",
                         DISABLE_SCHEMA_UPDATE="True",
                         PYTHONUNBUFFERED="1",
