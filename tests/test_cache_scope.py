@@ -102,3 +102,21 @@ def test_cache_mode_headers() -> None:
     assert cache_mode({"cache-control": "max-age=0, no-store"}) == "bypass"
     assert cache_mode({"X-Router-Cache": "Bypass"}) == "bypass"
     assert cache_mode({"cache-control": "max-age=60"}) == "use"
+
+
+def test_config_from_policy_section() -> None:
+    from router.cache import CacheConfig, config_from_mapping
+
+    config = config_from_mapping(
+        {"redis_url": "redis://x", "ttl_s": 60, "max_entries": 5, "similarity": 0.9, "guard": False}
+    )
+    assert config == CacheConfig(
+        redis_url="redis://x", ttl_s=60, max_entries=5, similarity=0.9, guard=False
+    )
+    assert config_from_mapping(None) == CacheConfig()
+    for bad in ({"ttl": 1}, {"max_entries": "5"}, {"enabled": "yes"}, {"similarity": True}):
+        try:
+            config_from_mapping(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad}")

@@ -155,11 +155,18 @@ class SemanticCache:
         assert isinstance(found, Found)
         # The digest is in every key already; checking the stored one too means a
         # key collision or a bug in a store still cannot cross a scope.
-        if found.exact is not None and found.exact.digest == scope.digest:
-            completion = _decode(found.exact.completion)
+        guarded = False
+        exact = found.exact
+        if exact is not None and exact.digest == scope.digest:
+            # Normalisation drops case, spacing, courtesy and sentence punctuation;
+            # the guards see the texts as written, in case that dropped too much.
+            refused = None if exact.prompt == prompt else self._accept(scope, prompt, exact)
+            completion = _decode(exact.completion) if refused is None else None
             if completion is not None:
                 return Lookup("hit", completion, 1.0, "exact")
-        guarded = False
+            if refused is not None:
+                metrics.GUARDED.labels(refused).inc()
+                guarded = True
         best: float | None = None
         for record in found.candidates:
             if record.digest != scope.digest or record.similarity < threshold:

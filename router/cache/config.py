@@ -64,8 +64,8 @@ def config_from_mapping(section: Mapping[str, Any] | None) -> CacheConfig:
         raise ValueError(f"unknown cache setting(s): {', '.join(unknown)}")
     values: dict[str, Any] = {}
     for key, value in section.items():
-        default = getattr(CacheConfig, key)
-        if isinstance(default, bool) or key in {"enabled", "redis_cluster"}:
+        default = known[key].default
+        if isinstance(default, bool):
             ok = isinstance(value, bool)
         elif key == "redis_url":
             ok = value is None or isinstance(value, str)
