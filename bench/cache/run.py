@@ -38,14 +38,13 @@ def _scope(tenant: str = "bench") -> Scope:
 
 
 def _answer(index: int) -> dict[str, Any]:
+    message = {"role": "assistant", "content": str(index)}
     return {
         "id": f"chatcmpl-{index}",
         "object": "chat.completion",
         "model": "m",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": str(index)}, "finish_reason": "stop"}
-        ],
-    }  # fmt: skip
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+    }
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -146,6 +145,7 @@ async def latency(config: CacheConfig, sizes: list[int], queries: int) -> dict[s
         vectors = np.concatenate([vectors, new])
         started = time.perf_counter()
         batch = 64
+        answer = _answer(0)
         for b in range(0, len(new), batch):
             await asyncio.gather(
                 *(
@@ -162,9 +162,9 @@ async def latency(config: CacheConfig, sizes: list[int], queries: int) -> dict[s
         timings: dict[str, list[float]] = {"semantic_hit": [], "miss": [], "exact_hit": []}
         found_target = 0
         for i in picks:
-            i = int(i)
+            i, c = int(i), 0.97
             cases = [
-                ("semantic_hit", f"Synthetic prompt number {i}, thanks", at_cosine(vectors[i], 0.97)),
+                ("semantic_hit", f"Synthetic prompt number {i}, thanks", at_cosine(vectors[i], c)),
                 ("miss", f"unrelated prompt {i}", unit(1)[0]),
                 ("exact_hit", f"synthetic prompt number {i}", vectors[i]),
             ]  # fmt: skip

@@ -74,7 +74,7 @@ def _option_replaced(prompt: str, donors: list[str], rng: random.Random) -> str 
     options = _options(prompt)
     if not options:
         return None
-    start, end, letter, text = rng.choice(options)
+    start, end, _, text = rng.choice(options)
     pool = [t for d in donors for _, _, _, t in _options(d) if t.strip() != text.strip()]
     if not pool:
         return None
@@ -164,7 +164,7 @@ def build_sets(per_kind: int = 400, seed: int = 0, path: Path = DEV) -> Sets:
     near += sample([Query("gsm8k_number_changed", v, None) for p in gsm
                     if (v := _number_changed(p, rng)) is not None])  # fmt: skip
     near += sample([Query("mmlu_option_replaced", v, None) for p in mmlu
-                    if (v := _option_replaced(p, by_subject[subject_of[p]], rng)) is not None])  # fmt: skip
+                    if (v := _option_replaced(p, by_subject[subject_of[p]], rng))])  # fmt: skip
     near += sample([Query("mmlu_options_swapped", v, None) for p in mmlu
                     if (v := _options_swapped(p, rng)) is not None])  # fmt: skip
     near += sample([Query("mmlu_negation_added", v, None) for p in mmlu
