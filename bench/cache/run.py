@@ -149,9 +149,7 @@ async def latency(config: CacheConfig, sizes: list[int], queries: int) -> dict[s
         for b in range(0, len(new), batch):
             await asyncio.gather(
                 *(
-                    cache.store(
-                        scope, f"synthetic prompt number {start_index + b + j}", v, _answer(0)
-                    )
+                    cache.store(scope, f"synthetic prompt number {start_index + b + j}", v, answer)
                     for j, v in enumerate(new[b : b + batch])
                 )
             )
