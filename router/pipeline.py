@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import structlog
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from router.features import Features
 from router.ingress.auth import tenant_for
@@ -79,8 +79,10 @@ class Router:
         self.scorer: Any = None
         self._scoring_config: ScoringConfig | None = None
         self._watch = watch
+        self.watch_interval = 1.0
         self.watcher: PolicyWatcher | None = None
         self.started = False
+        self.in_flight = 0
         self._start_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -92,7 +94,9 @@ class Router:
             self._apply(self.policy)
             await self._sync_scorer()
             if self.policy_path is not None and self._watch:
-                self.watcher = PolicyWatcher(self.policy_path, self._apply_reloaded)
+                self.watcher = PolicyWatcher(
+                    self.policy_path, self._apply_reloaded, self.watch_interval
+                )
                 self.watcher.start()
             self.started = True
             log.info(
@@ -173,6 +177,20 @@ class Router:
         if not self.started:
             await self.startup()
         t0 = time.perf_counter()
+        self.in_flight += 1
+        try:
+            await self._chat(scope, receive, send, t0)
+        finally:
+            self.in_flight -= 1
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, t0: float) -> None:
+        started = asyncio.Event()
+
+        async def tracked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started.set()
+            await send(message)
+
         policy = self.policy
         request_id = uuid.uuid4().hex
         headers = _headers(scope)
@@ -206,14 +224,26 @@ class Router:
             )
             decision = decide(policy, facts, features)
             _note_decision(record, decision)
-            await self._forward(scope, receive, send, policy, request, decision, record, t0)
+            await self._forward(scope, receive, tracked, policy, request, decision, record, t0)
         except RouterError as exc:
             record.status, record.error = exc.status, exc.code or exc.type
-            await _send_error(send, exc, request_id)
+            await _send_error(tracked, exc, request_id)
         except ClientGone:
             record.status, record.error = 499, "client_disconnected"
         except _Done:
             pass
+        except Exception as exc:
+            # A bug must still answer in the OpenAI format and leave a record.
+            log.exception("internal_error", request_id=request_id)
+            record.status, record.error = 500, type(exc).__name__
+            if not started.is_set():
+                await _send_error(
+                    send,
+                    RouterError(
+                        500, "Internal router error.", type_="api_error", code="internal_error"
+                    ),
+                    request_id,
+                )
         record.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         if record.overhead_ms is not None:
             OVERHEAD.observe(record.overhead_ms / 1000)

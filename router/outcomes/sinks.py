@@ -48,6 +48,7 @@ class JsonlSink:
         self.keep = keep
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._file = self.path.open("a", encoding="utf-8")
+        self._size = self._file.tell()
         self._thread = threading.Thread(target=self._run, name="records-writer", daemon=True)
         self._thread.start()
 
@@ -86,16 +87,27 @@ class JsonlSink:
                     lines.append(json.dumps(item, separators=(",", ":"), default=str))
             if lines:
                 try:
-                    self._file.write("\n".join(lines) + "\n")
-                    self._file.flush()
-                    if self._file.tell() >= self.rotate_bytes:
-                        self._rotate()
+                    self._write(lines)
                 except OSError as exc:
                     log.error("record_write_failed", path=str(self.path), error=str(exc))
             for event in events:
                 event.set()
             if stop:
                 return
+
+    def _write(self, lines: list[str]) -> None:
+        """Write lines, rotating as soon as the file reaches its size limit."""
+        pending: list[str] = []
+        for line in lines:
+            pending.append(line + "\n")
+            self._size += len(line) + 1
+            if self._size >= self.rotate_bytes:
+                self._file.write("".join(pending))
+                pending = []
+                self._rotate()
+        if pending:
+            self._file.write("".join(pending))
+        self._file.flush()
 
     def _rotate(self) -> None:
         self._file.close()
@@ -105,3 +117,4 @@ class JsonlSink:
                 os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         self._file = self.path.open("a", encoding="utf-8")
+        self._size = 0

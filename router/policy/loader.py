@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -59,6 +60,9 @@ _MATCH = {"model", "tenant", "headers", "prompt_chars", "prompt_tokens", "score"
 _RANGE = {"gt", "gte", "lt", "lte"}
 
 
+_POSITION = re.compile(r":(\d+):(\d+): ")
+
+
 class PolicyError(Exception):
     def __init__(self, messages: list[str]) -> None:
         messages = sorted(messages, key=_position)
@@ -67,11 +71,8 @@ class PolicyError(Exception):
 
 
 def _position(message: str) -> tuple[int, int]:
-    parts = message.split(":")
-    try:
-        return int(parts[-3]), int(parts[-2].split()[0])
-    except (IndexError, ValueError):
-        return (0, 0)
+    found = _POSITION.search(message)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
 
 def default_policy_path(name: str = "default.yaml") -> Path:

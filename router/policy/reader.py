@@ -64,6 +64,8 @@ class Section:
         if found is None:
             return default
         node, text = found
+        if node.tag.endswith(":null"):
+            return ""
         expanded, missing = expand_env(text)
         for var in missing:
             self.errors.add(node, f"environment variable '{var}' is not set (in '{name}')")

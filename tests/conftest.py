@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import FakeUpstream, serve
+
+from router.app import create_app
+
+
+@dataclass
+class Stack:
+    """A router on loopback in front of two fake upstreams, "local" and "cloud"."""
+
+    url: str
+    local: FakeUpstream
+    cloud: FakeUpstream
+    policy_path: Path
+    records_path: Path
+    app: Any
+    local_url: str
+    cloud_url: str
+
+    def records(self) -> list[dict[str, Any]]:
+        # A record is written just after the response is sent: wait for idle first.
+        deadline = time.time() + 5
+        while self.app.router.in_flight and time.time() < deadline:
+            time.sleep(0.01)
+        self.app.router.sink.flush()
+        if not self.records_path.exists():
+            return []
+        return [json.loads(line) for line in self.records_path.read_text().splitlines()]
+
+    def write_policy(self, text: str) -> None:
+        self.policy_path.write_text(text)
+
+
+POLICY = """
+version: 1
+auth:
+  tenant_header: x-tenant-id
+upstreams:
+  local:
+    base_url: {local}/v1
+    model: small-local
+    api_key: local-secret-key
+    price: {{input: 0.1, output: 0.2}}
+    retries: 1
+    backoff: 0.001
+    timeouts: {{connect: 1, first_byte: 2, total: 5}}
+    breaker: {{failures: 3, cooldown: 0.5}}
+  cloud:
+    base_url: {cloud}/v1
+    model: big-cloud
+    api_key: sk-cloud-secret-key-123
+    price: {{input: 2.0, output: 8.0}}
+    retries: 2
+    backoff: 0.001
+    timeouts: {{connect: 1, first_byte: 2, total: 5}}
+models: [auto, gpt-4o]
+routes:
+  - name: pinned-cloud
+    match: {{headers: {{x-route: cloud}}}}
+    target: cloud
+  - name: vip
+    match: {{tenant: [vip]}}
+    target: cloud
+  - name: gpt4-name
+    match: {{model: gpt-4o}}
+    target: cloud
+  - name: long
+    match: {{prompt_chars: {{gt: 2000}}}}
+    target: cloud
+    fallbacks: [local]
+default:
+  target: local
+  fallbacks: [cloud]
+record:
+  path: {records}
+  prompts: {prompts}
+"""
+
+
+def policy_text(
+    local: str, cloud: str, records: Path, prompts: bool = False, extra: str = ""
+) -> str:
+    return POLICY.format(
+        local=local, cloud=cloud, records=records, prompts=str(prompts).lower()
+    ) + textwrap.dedent(extra)
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    contexts: list[Any] = []
+
+    def make(prompts: bool = False, policy: str | None = None, chunks: int = 8) -> Stack:
+        local, cloud = FakeUpstream("local", chunks), FakeUpstream("cloud", chunks)
+        lctx, cctx = serve(local, lifespan="off"), serve(cloud, lifespan="off")
+        contexts.extend([lctx, cctx])
+        lurl, curl = lctx.__enter__(), cctx.__enter__()
+        records = tmp_path / "records.jsonl"
+        path = tmp_path / "policy.yaml"
+        text = policy if policy is not None else policy_text(lurl, curl, records, prompts)
+        path.write_text(
+            text.replace("{local}", lurl)
+            .replace("{cloud}", curl)
+            .replace("{records}", str(records))
+        )
+        app = create_app(str(path), scorer_factory=None)
+        app.router.watch_interval = 0.05
+        rctx = serve(app)
+        contexts.append(rctx)
+        url = rctx.__enter__()
+        return Stack(url, local, cloud, path, records, app, lurl, curl)
+
+    yield make
+    for ctx in reversed(contexts):
+        ctx.__exit__(None, None, None)
+
+
+@pytest.fixture
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack()
