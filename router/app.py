@@ -20,6 +20,7 @@ __all__ = ["RouterMiddleware", "create_app"]
 _V1 = {
     "/v1/chat/completions": ("POST", "chat"),
     "/v1/models": ("GET", "models"),
+    "/v1/feedback": ("POST", "feedback"),
 }
 
 

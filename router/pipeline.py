@@ -13,7 +13,9 @@ import contextlib
 import json
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,12 @@ import httpx
 import structlog
 from starlette.types import Message, Receive, Scope, Send
 
+from router.budgets import Admission, BudgetLedger
 from router.features import Features
 from router.ingress.auth import tenant_for
 from router.ingress.body import ClientGone, read_body
 from router.ingress.errors import RouterError
+from router.ingress.feedback import parse_feedback
 from router.ingress.request import ChatRequest, parse_chat_request
 from router.outcomes.metrics import (
     BREAKER_OPEN,
@@ -35,13 +39,14 @@ from router.outcomes.metrics import (
     UPSTREAM_LATENCY,
 )
 from router.outcomes.record import DecisionRecord
-from router.outcomes.sinks import JsonlSink, NullSink, Sink
+from router.outcomes.sinks import JsonlSink, NullSink, RedisStreamSink, Sink
 from router.policy.decide import Decision, RequestFacts, decide
 from router.policy.loader import default_policy_path, load_policy
-from router.policy.model import Policy, RecordConfig, ScoringConfig
+from router.policy.model import BudgetConfig, Policy, RecordConfig, ScoringConfig
 from router.policy.reload import PolicyWatcher
 from router.upstreams.client import UpstreamClient, UpstreamFailure, UpstreamReply
 from router.upstreams.pool import TransportFactory, UpstreamPool
+from router.upstreams.shadow import ShadowResult, ShadowRunner
 from router.upstreams.sse import EventBuffer, event_data, payloads
 from router.upstreams.usage import Usage, answer_of, parse_json, usage_of
 
@@ -83,6 +88,12 @@ class Router:
         self.watcher: PolicyWatcher | None = None
         self.started = False
         self.in_flight = 0
+        self.shadow: ShadowRunner | None = None
+        self.ledger: BudgetLedger | None = None
+        self._budget_config: BudgetConfig | None = None
+        # request id -> tenant of recent requests, so feedback can be checked.
+        self.recent: OrderedDict[str, str] = OrderedDict()
+        self.recent_limit = 100_000
         self._start_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -91,6 +102,7 @@ class Router:
         async with self._start_lock:
             if self.started:
                 return
+            self.shadow = ShadowRunner()
             self._apply(self.policy)
             await self._sync_scorer()
             if self.policy_path is not None and self._watch:
@@ -111,6 +123,10 @@ class Router:
         if self.watcher is not None:
             await self.watcher.stop()
         await self.pool.aclose()
+        if self.shadow is not None:
+            await self.shadow.aclose()
+        if self.ledger is not None:
+            await self.ledger.aclose()
         if self.scorer is not None:
             await self.scorer.close()
         self.sink.close()
@@ -126,14 +142,16 @@ class Router:
         self.pool.sync(policy)
         if self._fixed_sink is None and policy.record != self._record_config:
             old = self.sink
-            rc = policy.record
-            self.sink = (
-                JsonlSink(rc.path, int(rc.rotate_mb * 1024 * 1024), rc.keep)
-                if rc.path
-                else NullSink()
-            )
+            self.sink = _make_sink(policy.record)
             old.close()
         self._record_config = policy.record
+        if policy.budgets != self._budget_config:
+            old_ledger = self.ledger
+            self.ledger = BudgetLedger(policy.budgets) if policy.budgets is not None else None
+            if old_ledger is not None:
+                task = asyncio.ensure_future(old_ledger.aclose())
+                task.add_done_callback(lambda t: t.exception())
+            self._budget_config = policy.budgets
         self.policy = policy
 
     async def _sync_scorer(self) -> None:
@@ -173,6 +191,27 @@ class Router:
         ]
         await _send_json(send, 200, {"object": "list", "data": data}, [])
 
+    async def feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Attach an outcome (a score or a label) to a request this router served."""
+        headers = _headers(scope)
+        try:
+            tenant = tenant_for(self.policy.auth, headers)
+            raw = await read_body(receive, headers, 64 * 1024)
+            item = parse_feedback(raw)
+            # Another tenant's id reads as unknown: ids must not leak across tenants.
+            if self.recent.get(item["request_id"]) != tenant:
+                raise RouterError.not_found(
+                    f"No recent request with id '{item['request_id']}'.", code="request_not_found"
+                )
+        except RouterError as exc:
+            await _send_error(send, exc, "")
+            return
+        except ClientGone:
+            return
+        self.sink.emit({"kind": "feedback", "v": 1, "ts": time.time(), "tenant": tenant, **item})
+        reply = {"object": "feedback", "request_id": item["request_id"], "status": "recorded"}
+        await _send_json(send, 200, reply, [])
+
     async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.started:
             await self.startup()
@@ -197,6 +236,8 @@ class Router:
         record = DecisionRecord(
             request_id=request_id, ts=time.time(), tenant="", model="", stream=False
         )
+        admission: Admission | None = None
+        shadow_task: asyncio.Task[ShadowResult] | None = None
         try:
             record.tenant = tenant_for(policy.auth, headers)
             body = await read_body(receive, headers, policy.max_body_bytes)
@@ -223,7 +264,23 @@ class Router:
                 headers=headers,
             )
             decision = decide(policy, facts, features)
+            if policy.budgets is not None and not decision.reject:
+                admission, decision = await self._admit(policy, facts, features, decision, request)
+                if admission.keys is not None:  # the tenant has caps
+                    record.budget = "ok" if admission.admitted else "exceeded"
             _note_decision(record, decision)
+            if decision.reject:
+                raise RouterError(
+                    429,
+                    f"Tenant '{record.tenant}' has reached its spending cap.",
+                    type_="insufficient_quota",
+                    code="insufficient_quota",
+                )
+            self._remember(request_id, record.tenant)
+            if decision.shadow is not None and self.shadow is not None:
+                shadow_client = self.pool.clients.get(decision.shadow)
+                if shadow_client is not None:
+                    shadow_task = self.shadow.start(shadow_client, request.body)
             await self._forward(scope, receive, tracked, policy, request, decision, record, t0)
         except RouterError as exc:
             record.status, record.error = exc.status, exc.code or exc.type
@@ -248,9 +305,54 @@ class Router:
         if record.overhead_ms is not None:
             OVERHEAD.observe(record.overhead_ms / 1000)
         REQUESTS.labels(record.rule or "-", record.route or "-", str(record.status)).inc()
-        self.sink.emit(record.to_dict())
+        if admission is not None and self.ledger is not None:
+            await self.ledger.settle(admission, record.cost_usd or 0.0)
+        if shadow_task is None:
+            self.sink.emit(record.to_dict())
+        else:
+            # The record waits for the shadow answer, so that one line holds both.
+            with_answer = policy.record.prompts
+            sink = self.sink
+
+            def emit(task: asyncio.Task[ShadowResult]) -> None:
+                if not task.cancelled() and task.exception() is None:
+                    record.shadow_result = task.result().to_dict(with_answer)
+                sink.emit(record.to_dict())
+
+            shadow_task.add_done_callback(emit)
 
     # -- steps ---------------------------------------------------------------------
+
+    def _remember(self, request_id: str, tenant: str) -> None:
+        self.recent[request_id] = tenant
+        if len(self.recent) > self.recent_limit:
+            self.recent.popitem(last=False)
+
+    async def _admit(
+        self,
+        policy: Policy,
+        facts: RequestFacts,
+        features: Features | None,
+        decision: Decision,
+        request: ChatRequest,
+    ) -> tuple[Admission, Decision]:
+        """Reserve the request's estimated cost; over the cap, decide again as over budget."""
+        budgets = policy.budgets
+        assert budgets is not None
+        caps = budgets.caps_for(facts.tenant)
+        client = self.pool.clients.get(decision.target)
+        if caps is None or self.ledger is None or client is None:
+            return Admission(True), decision
+        body = request.body
+        out_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        if not isinstance(out_tokens, int):
+            out_tokens = budgets.estimate_output_tokens
+        n = body.get("n") if isinstance(body.get("n"), int) else 1
+        estimate = client.config.price.cost(facts.prompt_tokens, out_tokens * int(n or 1))
+        admission = await self.ledger.admit(facts.tenant, caps, estimate)
+        if admission.admitted:
+            return admission, decision
+        return admission, decide(policy, replace(facts, over_budget=True), features)
 
     async def _score(
         self, policy: Policy, request: ChatRequest, record: DecisionRecord
@@ -607,3 +709,11 @@ async def _send_raw_error(send: Send, failure: UpstreamFailure, record: Decision
     ]
     await send({"type": "http.response.start", "status": failure.status or 400, "headers": headers})
     await send({"type": "http.response.body", "body": raw})
+
+
+def _make_sink(config: RecordConfig) -> Sink:
+    if config.sink == "redis":
+        return RedisStreamSink(config.redis_url, config.stream, config.maxlen)
+    if config.path:
+        return JsonlSink(config.path, int(config.rotate_mb * 1024 * 1024), config.keep)
+    return NullSink()

@@ -47,12 +47,22 @@ class DecisionRecord:
     prompt: str | None = None  # only with `record: {prompts: true}`
     messages: list[dict[str, Any]] | None = None
     answer: str | None = None
+    budget: str | None = None  # "ok" or "exceeded" when the tenant has caps
+    shadow_result: dict[str, Any] | None = None
     v: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         # Keep records compact: optional text fields appear only when recorded.
-        for name in ("prompt", "messages", "answer", "shadow", "score_error"):
+        for name in (
+            "prompt",
+            "messages",
+            "answer",
+            "shadow",
+            "score_error",
+            "budget",
+            "shadow_result",
+        ):
             if data[name] is None:
                 del data[name]
         return data

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import structlog
 
-__all__ = ["JsonlSink", "NullSink", "Sink"]
+__all__ = ["JsonlSink", "NullSink", "RedisStreamSink", "Sink"]
 
 log = structlog.get_logger("router.records")
 
@@ -19,11 +19,16 @@ log = structlog.get_logger("router.records")
 class Sink(Protocol):
     def emit(self, record: dict[str, Any]) -> None: ...
 
+    def flush(self, timeout: float = 5.0) -> None: ...
+
     def close(self) -> None: ...
 
 
 class NullSink:
     def emit(self, record: dict[str, Any]) -> None:
+        pass
+
+    def flush(self, timeout: float = 5.0) -> None:
         pass
 
     def close(self) -> None:
@@ -118,3 +123,77 @@ class JsonlSink:
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         self._file = self.path.open("a", encoding="utf-8")
         self._size = 0
+
+
+class RedisStreamSink:
+    """XADD records to a Redis Stream capped near `maxlen` entries, from a thread.
+
+    Each entry has one field, `r`, holding the record's JSON. While Redis is
+    unreachable, records wait in memory and are retried, so none is dropped.
+    """
+
+    def __init__(self, url: str, stream: str = "hr:decisions", maxlen: int = 1_000_000) -> None:
+        import redis
+
+        self.stream = stream
+        self.maxlen = maxlen
+        self.redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="records-stream", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: dict[str, Any]) -> None:
+        self._queue.put(record)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout=10)
+        self.redis.close()
+
+    def _run(self) -> None:
+        import redis
+
+        backlog: list[str] = []
+        while True:
+            items = [self._queue.get()]
+            try:
+                while len(items) < 1024:
+                    items.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            stop = False
+            events: list[threading.Event] = []
+            for item in items:
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    events.append(item)
+                else:
+                    backlog.append(json.dumps(item, separators=(",", ":"), default=str))
+            while backlog:
+                try:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for line in backlog:
+                        pipe.xadd(self.stream, {"r": line}, maxlen=self.maxlen, approximate=True)
+                    pipe.execute()
+                    backlog = []
+                except redis.RedisError as exc:
+                    log.error(
+                        "record_stream_failed",
+                        stream=self.stream,
+                        error=str(exc),
+                        waiting=len(backlog),
+                    )
+                    if stop:
+                        break
+                    threading.Event().wait(1.0)
+            for event in events:
+                event.set()
+            if stop:
+                return

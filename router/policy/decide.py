@@ -30,6 +30,8 @@ class RequestFacts:
     prompt_chars: int
     conversation: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The tenant's spend reached a cap in the policy's `budgets` (looked up before deciding).
+    over_budget: bool = False
 
     @property
     def prompt_tokens(self) -> int:
@@ -46,6 +48,7 @@ class Decision:
     shadow: str | None = None
     cache: bool = True
     cache_similarity: float | None = None
+    reject: bool = False  # answer 429: the tenant is over budget and the policy says reject
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -124,6 +127,11 @@ def _decision(route: Route, facts: RequestFacts, reason: str) -> Decision:
 
 
 def decide(policy: Policy, facts: RequestFacts, features: Features | None = None) -> Decision:
+    if facts.over_budget and policy.budgets is not None:
+        budgets = policy.budgets
+        if budgets.action == "reject" or budgets.target is None:
+            return Decision(rule="budget", target="", reason="over budget: rejected", reject=True)
+        return Decision(rule="budget", target=budgets.target, reason="over budget: rerouted")
     for route in policy.routes:
         matched = _matches(route.match, facts, features)
         if matched is None:

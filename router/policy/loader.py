@@ -12,7 +12,9 @@ import yaml
 from router.policy.model import (
     AuthConfig,
     BreakerConfig,
+    BudgetConfig,
     CacheRule,
+    Caps,
     Match,
     Policy,
     Price,
@@ -43,6 +45,7 @@ _TOP = {
     "scoring",
     "cache",
     "demo",
+    "budgets",
 }
 _UPSTREAM = {
     "base_url",
@@ -164,7 +167,12 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
     check_target(on_error_node, on_error)
 
     auth = _auth(top.section("auth", {"keys", "tenant_header", "default_tenant"}), errors)
-    record = _record(top.section("record", {"path", "rotate_mb", "keep", "prompts"}))
+    record = _record(
+        top.section(
+            "record",
+            {"sink", "path", "rotate_mb", "keep", "prompts", "redis_url", "stream", "maxlen"},
+        )
+    )
     scoring = _scoring(top.section("scoring", {"enabled", "model", "max_batch", "max_wait_ms"}))
     server = top.section("server", {"max_body_mb"})
     max_body = int(
@@ -174,6 +182,21 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         errors.add(top.value_node("scoring"), "routes match on 'score' but scoring is disabled")
     if any(r.match.score for r in routes) and not top.has("scoring"):
         scoring = ScoringConfig(enabled=True)
+
+    budgets = _budgets(
+        top.section(
+            "budgets",
+            {
+                "tenants",
+                "default",
+                "on_exceeded",
+                "redis_url",
+                "estimate_output_tokens",
+                "namespace",
+            },
+        ),
+        check_target,
+    )
 
     if errors or default is None or on_error is None:
         return None
@@ -186,6 +209,7 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         auth=auth,
         record=record,
         scoring=scoring,
+        budgets=budgets,
         max_body_bytes=max_body,
         source=source,
         demo=top.boolean("demo", False),
@@ -337,7 +361,14 @@ def _record(s: Section | None) -> RecordConfig:
         return RecordConfig()
     d = RecordConfig()
     path = s.string("path", d.path)
+    sink = s.string("sink", d.sink) or d.sink
+    if sink not in ("jsonl", "redis"):
+        s.errors.add(s.value_node("sink"), "'sink' must be 'jsonl' or 'redis'")
     return RecordConfig(
+        sink=sink,
+        redis_url=s.string("redis_url", d.redis_url) or d.redis_url,
+        stream=s.string("stream", d.stream) or d.stream,
+        maxlen=s.integer("maxlen", d.maxlen, low=1),
         path=path or None,
         rotate_mb=s.number("rotate_mb", d.rotate_mb, low=0.001),
         keep=s.integer("keep", d.keep, low=1),
@@ -354,4 +385,48 @@ def _scoring(s: Section | None) -> ScoringConfig:
         model=s.string("model") or None,
         max_batch=s.integer("max_batch", d.max_batch, low=1),
         max_wait_ms=s.number("max_wait_ms", d.max_wait_ms, low=0),
+    )
+
+
+def _caps(s: Section | None) -> Caps | None:
+    if s is None:
+        return None
+    daily = s.number("daily_usd", -1.0, low=0) if s.has("daily_usd") else None
+    monthly = s.number("monthly_usd", -1.0, low=0) if s.has("monthly_usd") else None
+    return Caps(daily, monthly)
+
+
+def _budgets(s: Section | None, check_target: object) -> BudgetConfig | None:
+    if s is None:
+        return None
+    assert callable(check_target)
+    tenants: dict[str, Caps] = {}
+    if (t := s.section("tenants")) is not None:
+        for name in t.names():
+            node = t.value_node(name)
+            assert node is not None
+            caps = _caps(Section(node, s.errors, {"daily_usd", "monthly_usd"}))
+            if caps is not None:
+                tenants[name] = caps
+    default = _caps(s.section("default", {"daily_usd", "monthly_usd"}))
+    action, target = "route", None
+    if (e := s.section("on_exceeded", {"action", "target"})) is not None:
+        action = e.string("action", "route") or "route"
+        if action not in ("route", "reject"):
+            s.errors.add(e.value_node("action"), "'action' must be 'route' or 'reject'")
+        target = e.string("target")
+        check_target(e.value_node("target"), target)
+        if action == "route" and target is None:
+            s.errors.add(e.node, "'on_exceeded' with action 'route' needs a 'target'")
+    else:
+        s.errors.add(s.node, "'budgets' needs 'on_exceeded' (action: route + target, or reject)")
+    d = BudgetConfig()
+    return BudgetConfig(
+        tenants=tenants,
+        default=default,
+        action=action,
+        target=target,
+        redis_url=s.string("redis_url", d.redis_url) or d.redis_url,
+        estimate_output_tokens=s.integer("estimate_output_tokens", d.estimate_output_tokens, low=1),
+        namespace=s.string("namespace", d.namespace) or d.namespace,
     )

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 __all__ = [
     "AuthConfig",
     "BreakerConfig",
+    "BudgetConfig",
     "CacheRule",
+    "Caps",
     "Match",
     "Policy",
     "Price",
@@ -137,10 +139,14 @@ class AuthConfig:
 
 @dataclass(frozen=True, slots=True)
 class RecordConfig:
+    sink: str = "jsonl"  # "jsonl" or "redis" (a Redis Stream, for a fleet)
     path: str | None = "records/decisions.jsonl"
     rotate_mb: float = 100.0
     keep: int = 5
     prompts: bool = False
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    stream: str = "hr:decisions"
+    maxlen: int = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +155,29 @@ class ScoringConfig:
     model: str | None = None  # a classifier directory; None = the shipped default
     max_batch: int = 32
     max_wait_ms: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """US dollars a tenant may spend per UTC day and per calendar month (None = no cap)."""
+
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetConfig:
+    tenants: dict[str, Caps] = field(default_factory=dict)
+    default: Caps | None = None
+    action: str = "route"  # "route" to `target`, or "reject" with 429
+    target: str | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Output tokens assumed for a request without max_tokens when reserving spend.
+    estimate_output_tokens: int = 1024
+    namespace: str = "hr"
+
+    def caps_for(self, tenant: str) -> Caps | None:
+        return self.tenants.get(tenant, self.default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +190,7 @@ class Policy:
     auth: AuthConfig = AuthConfig()
     record: RecordConfig = RecordConfig()
     scoring: ScoringConfig = ScoringConfig()
+    budgets: BudgetConfig | None = None
     max_body_bytes: int = 10 * 1024 * 1024
     source: str = "<policy>"
     demo: bool = False
