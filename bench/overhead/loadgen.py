@@ -47,6 +47,8 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)  # seconds, to the last byte
     first_event: list[float] = field(default_factory=list)  # seconds, streams only
     errors: int = 0
+    completed: int = 0  # every answered request, warm-up and tail included (for CPU/request)
+    cpu_s: float | None = None  # CPU seconds the target used over the whole point, if known
     error_samples: list[str] = field(default_factory=list)
     duration: float = 0.0
 
@@ -154,25 +156,41 @@ async def run_load(
     stream: bool,
     expect_events: int = 0,
     max_requests: int | None = None,
+    min_requests: int = 0,
+    max_duration: float | None = None,
     timeout: float = 30.0,
 ) -> LoadResult:
     """Closed loop: `concurrency` connections, `warmup` s unrecorded, then `duration` s.
 
-    Stops early when `max_requests` were recorded (bounded work on fast targets).
+    A slow target gets more time, up to `max_duration` s, until `min_requests`
+    were recorded (a proxy at 1 s per stream records nothing in a 2 s window).
+    Stops early once `max_requests` were recorded (bounded work on fast targets).
     """
     result = LoadResult()
     conns = [await _connect(host, port) for _ in range(concurrency)]
     start = time.perf_counter()
     measure_from = start + warmup
-    stop_at = measure_from + duration
-    stopped = asyncio.Event()
+    soft_stop = measure_from + duration
+    hard_stop = measure_from + max(duration, max_duration or duration)
+    stop_at = float("inf")  # set once, when the first worker sees the stop condition
+
+    def should_stop(now: float) -> bool:
+        nonlocal stop_at
+        if now >= stop_at:
+            return True
+        recorded = len(result.latencies)
+        if (
+            (now >= soft_stop and recorded >= min_requests)
+            or now >= hard_stop
+            or (max_requests is not None and recorded >= max_requests)
+        ):
+            stop_at = now
+            return True
+        return False
 
     async def worker(index: int) -> None:
         conn = conns[index]
-        while True:
-            now = time.perf_counter()
-            if now >= stop_at or stopped.is_set():
-                return
+        while not should_stop(time.perf_counter()):
             try:
                 if conn.transport is None or not conn.keep_alive:
                     if conn.transport is not None:
@@ -191,6 +209,7 @@ async def run_load(
                 await asyncio.sleep(0.01)
                 continue
             end = time.perf_counter()
+            result.completed += 1
             if conn.sent < measure_from or end > stop_at:
                 continue
             problem = _check(conn, stream, expect_events)
@@ -202,8 +221,6 @@ async def run_load(
             result.latencies.append(end - conn.sent)
             if stream and conn.first:
                 result.first_event.append(conn.first - conn.sent)
-            if max_requests is not None and len(result.latencies) >= max_requests:
-                stopped.set()
 
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     end = min(time.perf_counter(), stop_at)
