@@ -43,9 +43,11 @@ class CacheConfig:
     max_retry_after_s: float = 30.0
     # The lexical guard of semantic hits; see router/cache/guards.py.
     guard: bool = True
-    # Random-hyperplane LSH of the Redis store: tables x bits per table.
-    lsh_tables: int = 8
-    lsh_bits: int = 16
+    # Random-hyperplane LSH of the Redis store: tables x bits per table. 10 x 20 was
+    # measured at p50 1.1 ms and recall 0.99 at cosine 0.95 with 100k entries
+    # (bench/cache); more tables buy recall at lower thresholds for latency and memory.
+    lsh_tables: int = 10
+    lsh_bits: int = 20
     # At most this many candidates come back from Redis for re-ranking.
     max_candidates: int = 512
 
