@@ -240,7 +240,9 @@ class RedisStore:
         # One key per command: a cluster rejects multi-key commands across slots.
         async with self.client.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.unlink(name)
+                # execute_command, because a cluster client's unlink() is a multi-key
+                # helper that does not queue in a pipeline.
+                pipe.execute_command("UNLINK", name)
             await pipe.execute()
 
     async def close(self) -> None:
