@@ -13,6 +13,8 @@ _COMMANDS = (
     "router.commands.serve",
     "router.commands.policy",
     "router.commands.cache",
+    "router.commands.replay",
+    "router.commands.train",
 )
 
 

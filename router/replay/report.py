@@ -1,0 +1,229 @@
+"""Write a replay's `report.json`, `changes.jsonl` and a self-contained `report.html`."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from router.replay.engine import ReplayResult
+from router.replay.svg import Series, bar_chart, line_chart, stacked_bars
+
+__all__ = ["render_html", "write_report"]
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1180px;color:#111}
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #d1d5db;padding:.25rem .6rem;
+text-align:right}th{background:#f3f4f6}td:first-child,th:first-child{text-align:left}
+.plots{display:flex;flex-wrap:wrap;gap:1rem}.note{color:#4b5563;font-size:.9rem}
+"""
+
+
+def _num(v: object, fmt: str = "{:.4g}") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return fmt.format(v)
+    return escape(str(v))
+
+
+def _table(head: list[str], rows: list[list[object]]) -> str:
+    out = ["<table><tr>", *(f"<th>{escape(h)}</th>" for h in head), "</tr>"]
+    for row in rows:
+        out.append("<tr>" + "".join(f"<td>{_num(c)}</td>" for c in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _summary_rows(report: dict[str, Any]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for name in ("baseline", "candidate"):
+        s = report[name]
+        rows.append(
+            [
+                f"{name} ({report['compared_with']})" if name == "baseline" else name,
+                s["cost_usd"],
+                s["cost_per_1k_usd"],
+                s["quality"],
+                f"{s['quality_coverage']:.1%}",
+                s["quality_paired"],
+                *(f"{s['share'].get(u, 0.0):.1%}" for u in report["upstreams"]),
+            ]
+        )
+    oracle = report.get("oracle")
+    if oracle:
+        rows.append(
+            [
+                "oracle (paired records)",
+                oracle["cost_usd"],
+                None,
+                oracle["quality"],
+                "-",
+                oracle["quality"],
+                *(f"{oracle['share'].get(u, 0.0):.1%}" for u in report["upstreams"]),
+            ]
+        )
+    return rows
+
+
+def _sweep_plot(report: dict[str, Any]) -> str:
+    sweep = report.get("sweep")
+    if not sweep:
+        return ""
+    pts = sweep["points"]
+    has_quality = any(p["quality_paired"] is not None for p in pts)
+    key = "quality_paired" if has_quality else None
+    strong = report["strong"]
+    xs = [p["cost_per_1k_usd"] for p in pts]
+    ys = [p[key] if key else p["share"].get(strong, 0.0) * 100 for p in pts]
+    labels = [f"threshold {p['threshold']:.4g}" for p in pts]
+    keep = [i for i, y in enumerate(ys) if y is not None]
+    series = [
+        Series(
+            f"sweep of '{sweep['rule']}'",
+            [xs[i] for i in keep],
+            [ys[i] for i in keep],
+            labels=[labels[i] for i in keep],
+        )
+    ]
+    current = [p for p in pts if p["threshold"] == sweep["current"]]
+    if current and (y := current[0][key] if key else None) is not None:
+        series.append(
+            Series(
+                f"candidate ({sweep['op']} {sweep['current']:.4g})",
+                [current[0]["cost_per_1k_usd"]],
+                [y],
+                line=False,
+            )
+        )
+    base = report["baseline"]
+    if key and base["quality_paired"] is not None:
+        series.append(Series("baseline", [base["cost_per_1k_usd"]], [base[key]], line=False))
+    y_label = "mean quality (paired records)" if key else f"% routed to {strong}"
+    return line_chart("Cost vs quality over thresholds", series, "USD per 1k requests", y_label)
+
+
+def _eval_plot(report: dict[str, Any]) -> str:
+    ev = report.get("eval") or {}
+    if not ev:
+        return ""
+    series = []
+    for group, m in ev.items():
+        lo, hi = m["weak_quality"], m["strong_quality"]
+        span = (hi - lo) or 1.0
+        # Normalised to the weak-strong gap, so groups on different scales share one plot.
+        ys = [(y - lo) / span for y in m["curve"]["y"]]
+        series.append(Series(f"{group} (APGR {m['apgr']:.3f})", m["curve"]["x"], ys))
+    return line_chart(
+        "Quality/cost curve at the 11 score quantiles",
+        series,
+        f"% routed to {report['strong']}",
+        "performance gap recovered",
+    )
+
+
+def render_html(report: dict[str, Any], title: str = "Replay report") -> str:
+    ups = report["upstreams"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        f"<p class='note'>{report['records']} records; candidate "
+        f"<code>{escape(str(report.get('policy', '')))}</code>, compared with "
+        f"{escape(report['compared_with'])}"
+        + (
+            f" <code>{escape(str(report['baseline_policy']))}</code>"
+            if report.get("baseline_policy")
+            else ""
+        )
+        + ".</p>",
+        "<h2>Summary</h2>",
+        _table(
+            [
+                "",
+                "cost USD",
+                "USD / 1k req",
+                "quality",
+                "coverage",
+                "quality (paired)",
+                *(f"share {u}" for u in ups),
+            ],
+            _summary_rows(report),
+        ),
+        "<h2>Plots</h2><div class='plots'>",
+        _sweep_plot(report),
+        stacked_bars(
+            "Share per route",
+            [
+                ("baseline", report["baseline"]["share"]),
+                ("candidate", report["candidate"]["share"]),
+            ]
+            + ([("oracle", report["oracle"]["share"])] if report.get("oracle") else []),
+        ),
+        bar_chart(
+            "Score histogram",
+            report["histogram"]["edges"],
+            report["histogram"]["counts"],
+            "classifier score",
+        ),
+        _eval_plot(report),
+        "</div>",
+    ]
+    ev = report.get("eval") or {}
+    if ev:
+        parts.append("<h2>Routing metrics per group (router eval definitions)</h2>")
+        parts.append(
+            _table(
+                ["group", "n", "APGR", "CPT(20%)", "CPT(50%)", "CPT(80%)", "ties"],
+                [
+                    [g, m["n"], m["apgr"], m["cpt20"], m["cpt50"], m["cpt80"], m["ties"]]
+                    for g, m in ev.items()
+                ],
+            )
+        )
+    ch = report["changes"]
+    parts.append(f"<h2>Changed routes: {ch['count']} ({ch['share']:.1%})</h2>")
+    parts.append(_table(["from -> to", "requests"], [[k, v] for k, v in ch["by_pair"].items()]))
+    if ch["sample"]:
+        parts.append(
+            _table(
+                ["request", "before", "after", "rule", "score"],
+                [
+                    [c["request_id"], c["before"], c["after"], c["rule"], c["score"]]
+                    for c in ch["sample"]
+                ],
+            )
+        )
+    lab = report["labels"]
+    parts.append("<h2>Labels</h2>")
+    parts.append(
+        _table(
+            ["labelled", "coverage", "paired", "feedback entries", "shadow pairs"],
+            [
+                [
+                    lab["labelled_records"],
+                    f"{lab['coverage']:.1%}",
+                    lab["paired_records"],
+                    lab["feedback_entries"],
+                    lab["shadow_pairs"],
+                ]
+            ],
+        )
+    )
+    parts.append("<h2>Assumptions</h2><ul>")
+    parts += [f"<li>{escape(a)}</li>" for a in report.get("assumptions", [])]
+    parts.append("</ul></body></html>")
+    return "".join(parts)
+
+
+def write_report(result: ReplayResult, out: str | Path, title: str = "Replay report") -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result.report, indent=2) + "\n")
+    with open(out / "changes.jsonl", "w", encoding="utf-8") as fh:
+        for change in result.changes:
+            fh.write(json.dumps(change) + "\n")
+    (out / "report.html").write_text(render_html(result.report, title), encoding="utf-8")
+    return out
