@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,19 @@ import structlog
 from starlette.types import Message, Receive, Scope, Send
 
 from router.budgets import Admission, BudgetLedger
+from router.cache import (
+    CacheConfig,
+    SemanticCache,
+    assemble_stream,
+    build_cache,
+    cache_mode,
+    last_user_text,
+    replay_sse,
+    scope_for,
+)
+from router.cache import (
+    Scope as CacheScope,
+)
 from router.features import Features
 from router.ingress.auth import tenant_for
 from router.ingress.body import ClientGone, read_body
@@ -61,6 +74,48 @@ class _Done(Exception):
     """The response was sent; unwinds to the record step."""
 
 
+class _CacheSlot:
+    """Where a miss's answer goes once it is complete: the scope of the decided target."""
+
+    __slots__ = ("cache", "embedding", "prompt", "scope")
+
+    def __init__(
+        self, cache: SemanticCache, scope: CacheScope, prompt: str, embedding: Any
+    ) -> None:
+        self.cache, self.scope, self.prompt, self.embedding = cache, scope, prompt, embedding
+
+    def upstream_ok(self, reply: UpstreamReply) -> bool:
+        # Only the decided target's answer belongs in its scope, not a fallback's.
+        return reply.upstream.name == self.scope.upstream and reply.response.status_code == 200
+
+    def store(self, completion: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(
+            self.cache.store(self.scope, self.prompt, self.embedding, completion)
+        )
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One request on its way through: what the steps after `decide()` share."""
+
+    policy: Policy
+    request: ChatRequest
+    decision: Decision
+    record: DecisionRecord
+    t0: float
+    send: Send
+    slot: _CacheSlot | None = None
+
+    def store(self, upstream: str, completion: dict[str, Any]) -> None:
+        if self.slot is not None and self.slot.scope.upstream == upstream:
+            self.slot.store(completion)
+
+
 class Router:
     def __init__(
         self,
@@ -90,6 +145,8 @@ class Router:
         self.in_flight = 0
         self.shadow: ShadowRunner | None = None
         self.ledger: BudgetLedger | None = None
+        self.cache: SemanticCache | None = None
+        self._cache_config: CacheConfig | None = None
         self._budget_config: BudgetConfig | None = None
         # request id -> tenant of recent requests, so feedback can be checked.
         self.recent: OrderedDict[str, str] = OrderedDict()
@@ -129,6 +186,8 @@ class Router:
             await self.ledger.aclose()
         if self.scorer is not None:
             await self.scorer.close()
+        if self.cache is not None:
+            await self.cache.close()
         self.sink.close()
         self.started = False
 
@@ -152,6 +211,13 @@ class Router:
                 task = asyncio.ensure_future(old_ledger.aclose())
                 task.add_done_callback(lambda t: t.exception())
             self._budget_config = policy.budgets
+        if policy.cache != self._cache_config:
+            old_cache = self.cache
+            self.cache = build_cache(policy.cache) if policy.cache is not None else None
+            if old_cache is not None:
+                closing = asyncio.ensure_future(old_cache.close())
+                closing.add_done_callback(lambda t: t.exception())
+            self._cache_config = policy.cache
         self.policy = policy
 
     async def _sync_scorer(self) -> None:
@@ -281,7 +347,12 @@ class Router:
                 shadow_client = self.pool.clients.get(decision.shadow)
                 if shadow_client is not None:
                     shadow_task = self.shadow.start(shadow_client, request.body)
-            await self._forward(scope, receive, tracked, policy, request, decision, record, t0)
+            ex = _Exchange(policy, request, decision, record, t0, tracked)
+            cached = await self._cache_lookup(ex, features, headers)
+            if cached is not None:
+                await self._send_cached(ex, cached)
+                raise _Done
+            await self._forward(ex, receive)
         except RouterError as exc:
             record.status, record.error = exc.status, exc.code or exc.type
             await _send_error(tracked, exc, request_id)
@@ -322,6 +393,57 @@ class Router:
             shadow_task.add_done_callback(emit)
 
     # -- steps ---------------------------------------------------------------------
+
+    async def _cache_lookup(
+        self, ex: _Exchange, features: Features | None, headers: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """A cached completion; on a miss, `ex.slot` says where the answer will go."""
+        request, decision, record = ex.request, ex.decision, ex.record
+        cache, config = self.cache, self._cache_config
+        if cache is None or config is None or not decision.cache:
+            return None
+        client = self.pool.clients.get(decision.target)
+        prompt = last_user_text(request.body)
+        scope = None
+        if client is not None and prompt is not None and cache_mode(headers) == "use":
+            scope = scope_for(
+                tenant=record.tenant,
+                upstream=decision.target,
+                model=client.config.model,
+                body=request.body,
+                only_deterministic=config.only_deterministic,
+                unset_temperature_is_deterministic=config.unset_temperature_is_deterministic,
+            )
+        if scope is None or prompt is None:
+            record.cache = "bypass"
+            return None
+        embedding = features.embedding if features is not None else None
+        found = await cache.lookup(scope, prompt, embedding, similarity=decision.cache_similarity)
+        record.cache_similarity = None if found.similarity is None else round(found.similarity, 4)
+        if found.status == "hit" and found.completion is not None:
+            record.cache = "hit"
+            return found.completion
+        record.cache = "miss" if found.status == "miss" else "error"
+        ex.slot = _CacheSlot(cache, scope, prompt, embedding)
+        return None
+
+    async def _send_cached(self, ex: _Exchange, completion: dict[str, Any]) -> None:
+        request, decision, record, send = ex.request, ex.decision, ex.record, ex.send
+        record.route, record.status = "cache", 200
+        record.tokens_in, record.tokens_out, record.cost_usd = 0, 0, 0.0
+        record.overhead_ms = round((time.perf_counter() - ex.t0) * 1000, 3)
+        if ex.policy.record.prompts:
+            record.answer = answer_of(completion)
+        if request.stream:
+            body = b"".join(replay_sse(completion, include_usage=request.include_usage))
+            headers = self._response_headers(record, decision, b"text/event-stream")
+            headers.append((b"cache-control", b"no-cache"))
+        else:
+            body = json.dumps(completion).encode()
+            headers = self._response_headers(record, decision, b"application/json")
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def _remember(self, request_id: str, tenant: str) -> None:
         self.recent[request_id] = tenant
@@ -377,23 +499,13 @@ class Router:
             record.prompt = prompt_text(request.messages)
         return features
 
-    async def _forward(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        policy: Policy,
-        request: ChatRequest,
-        decision: Decision,
-        record: DecisionRecord,
-        t0: float,
-    ) -> None:
+    async def _forward(self, ex: _Exchange, receive: Receive) -> None:
         """Try the decision's targets in order, then relay the first that answers.
 
         The work runs in a child task so that a client disconnect (seen on
         `receive`) cancels the upstream request instead of letting it run on.
         """
-        work = asyncio.ensure_future(self._attempt(send, policy, request, decision, record, t0))
+        work = asyncio.ensure_future(self._attempt(ex))
         watch = asyncio.ensure_future(_wait_disconnect(receive))
         try:
             done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -408,18 +520,11 @@ class Router:
         work.cancel()
         with contextlib.suppress(asyncio.CancelledError, _Done, RouterError):
             await work
-        record.status, record.error = 499, "client_disconnected"
+        ex.record.status, ex.record.error = 499, "client_disconnected"
         raise ClientGone
 
-    async def _attempt(
-        self,
-        send: Send,
-        policy: Policy,
-        request: ChatRequest,
-        decision: Decision,
-        record: DecisionRecord,
-        t0: float,
-    ) -> None:
+    async def _attempt(self, ex: _Exchange) -> None:
+        request, record = ex.request, ex.record
         deadline_base = time.perf_counter()
         body = request.body
         added_usage = False
@@ -432,7 +537,7 @@ class Router:
             added_usage = True
         failures: list[UpstreamFailure] = []
         upstream_s = 0.0
-        for name in decision.targets:
+        for name in ex.decision.targets:
             client = self.pool.clients.get(name)
             if client is None:
                 continue
@@ -446,7 +551,7 @@ class Router:
                 if failure.kind == "client_error":
                     record.route, record.upstream_model = name, client.config.model
                     record.status, record.error = failure.status or 400, "upstream_client_error"
-                    await _send_raw_error(send, failure, record)
+                    await _send_raw_error(ex.send, failure, record)
                     raise _Done from None
                 failures.append(failure)
                 record.tried.append(name)
@@ -462,24 +567,11 @@ class Router:
             upstream_s += reply.headers_at - began
             UPSTREAM_LATENCY.labels(name).observe(reply.headers_at - reply.started)
             record.route, record.upstream_model = name, client.config.model
-            record.ttfb_ms = round((reply.headers_at - t0) * 1000, 3)
+            record.ttfb_ms = round((reply.headers_at - ex.t0) * 1000, 3)
             if request.stream:
-                await self._relay_stream(
-                    send,
-                    reply,
-                    policy,
-                    request,
-                    decision,
-                    record,
-                    t0,
-                    upstream_s,
-                    added_usage,
-                    deadline,
-                )
+                await self._relay_stream(ex, reply, upstream_s, added_usage, deadline)
             else:
-                await self._relay_body(
-                    send, reply, policy, decision, record, t0, upstream_s, deadline
-                )
+                await self._relay_body(ex, reply, upstream_s, deadline)
             raise _Done
         detail = (
             "; ".join(f"{f.upstream}: {f.detail}" for f in failures) or "no upstream configured"
@@ -495,7 +587,8 @@ class Router:
             (b"x-router-request-id", record.request_id.encode()),
             (b"x-router-route", (record.route or "").encode()),
             (b"x-router-rule", decision.rule.encode()),
-            (b"x-router-cache", record.cache.encode()),
+            # A failing store reads as a miss to the client; the record says "error".
+            (b"x-router-cache", b"miss" if record.cache == "error" else record.cache.encode()),
             (b"x-router-overhead-ms", f"{record.overhead_ms or 0:.3f}".encode()),
         ]
         if record.score is not None:
@@ -503,16 +596,9 @@ class Router:
         return headers
 
     async def _relay_body(
-        self,
-        send: Send,
-        reply: UpstreamReply,
-        policy: Policy,
-        decision: Decision,
-        record: DecisionRecord,
-        t0: float,
-        upstream_s: float,
-        deadline: float,
+        self, ex: _Exchange, reply: UpstreamReply, upstream_s: float, deadline: float
     ) -> None:
+        record = ex.record
         began = time.perf_counter()
         try:
             async with asyncio.timeout(max(deadline - began, 0.001)):
@@ -525,40 +611,40 @@ class Router:
         now = time.perf_counter()
         upstream_s += now - began
         record.upstream_ms = round(upstream_s * 1000, 3)
-        record.overhead_ms = round(max(now - t0 - upstream_s, 0.0) * 1000, 3)
+        record.overhead_ms = round(max(now - ex.t0 - upstream_s, 0.0) * 1000, 3)
         data = parse_json(raw)
         if data is not None:
             _note_usage(record, reply.upstream, usage_of(data))
-            if policy.record.prompts:
+            if ex.policy.record.prompts:
                 record.answer = answer_of(data)
+            if reply.response.status_code == 200:
+                ex.store(reply.upstream.name, data)
         record.status = reply.response.status_code
         content_type = reply.response.headers.get("content-type", "application/json").encode()
-        headers = self._response_headers(record, decision, content_type)
+        headers = self._response_headers(record, ex.decision, content_type)
         headers.append((b"content-length", str(len(raw)).encode()))
-        await send({"type": "http.response.start", "status": record.status, "headers": headers})
-        await send({"type": "http.response.body", "body": raw})
+        await ex.send({"type": "http.response.start", "status": record.status, "headers": headers})
+        await ex.send({"type": "http.response.body", "body": raw})
 
     async def _relay_stream(
         self,
-        send: Send,
+        ex: _Exchange,
         reply: UpstreamReply,
-        policy: Policy,
-        request: ChatRequest,
-        decision: Decision,
-        record: DecisionRecord,
-        t0: float,
         upstream_s: float,
         drop_usage: bool,
         deadline: float,
     ) -> None:
-        record.overhead_ms = round(max(time.perf_counter() - t0 - upstream_s, 0.0) * 1000, 3)
+        record, send = ex.record, ex.send
+        record.overhead_ms = round(max(time.perf_counter() - ex.t0 - upstream_s, 0.0) * 1000, 3)
         record.status = reply.response.status_code
         content_type = reply.response.headers.get("content-type", "text/event-stream").encode()
-        headers = self._response_headers(record, decision, content_type)
+        headers = self._response_headers(record, ex.decision, content_type)
         headers.append((b"cache-control", b"no-cache"))
         await send({"type": "http.response.start", "status": record.status, "headers": headers})
         buffer = EventBuffer()
-        keep_text = policy.record.prompts
+        keep_text = ex.policy.record.prompts
+        slot = ex.slot
+        kept: list[bytes] | None = [] if slot is not None and slot.upstream_ok(reply) else None
         parts: list[str] = []
         saw_done = False
         began = time.perf_counter()
@@ -570,6 +656,8 @@ class Router:
                         continue
                     if b"[DONE]" in events:
                         saw_done = True
+                    if kept is not None:
+                        kept.append(events)
                     if keep_text or b'"prompt_tokens"' in events:
                         events = self._inspect(
                             events, record, reply.upstream, parts, drop_usage, keep_text
@@ -606,6 +694,10 @@ class Router:
         if keep_text:
             record.answer = "".join(parts)
         await send({"type": "http.response.body", "body": b""})
+        if kept is not None and record.error is None:
+            completion = assemble_stream(list(payloads(b"".join(kept))))
+            if completion is not None:
+                ex.store(reply.upstream.name, completion)
 
     @staticmethod
     def _inspect(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from importlib import resources
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from router.cache.config import CacheConfig
 from router.policy.model import (
     AuthConfig,
     BreakerConfig,
@@ -198,6 +200,8 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         check_target,
     )
 
+    cache = _cache(top)
+
     if errors or default is None or on_error is None:
         return None
     return Policy(
@@ -210,6 +214,7 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         record=record,
         scoring=scoring,
         budgets=budgets,
+        cache=cache,
         max_body_bytes=max_body,
         source=source,
         demo=top.boolean("demo", False),
@@ -430,3 +435,27 @@ def _budgets(s: Section | None, check_target: object) -> BudgetConfig | None:
         estimate_output_tokens=s.integer("estimate_output_tokens", d.estimate_output_tokens, low=1),
         namespace=s.string("namespace", d.namespace) or d.namespace,
     )
+
+
+def _cache(top: Section) -> CacheConfig | None:
+    """The `cache:` section: any CacheConfig field, read by its declared type."""
+    node = top.value_node("cache")
+    if node is None:
+        return None
+    types = {f.name: str(f.type) for f in dataclasses.fields(CacheConfig)}
+    defaults = CacheConfig()
+    s = Section(node, top.errors, set(types))
+    values: dict[str, object] = {}
+    for name in s.names():
+        kind, default = types.get(name), getattr(defaults, name, None)
+        if kind == "bool":
+            values[name] = s.boolean(name, bool(default))
+        elif kind == "int":
+            values[name] = s.integer(name, int(default or 0), low=0)
+        elif kind == "float":
+            high = 1.0 if name == "similarity" else None
+            values[name] = s.number(name, float(default or 0), low=0, high=high)
+        elif kind is not None:
+            values[name] = s.string(name) or None
+    config = CacheConfig(**values)  # type: ignore[arg-type]
+    return config if config.enabled else None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from router.cache.config import CacheConfig
+
 __all__ = [
     "AuthConfig",
     "BreakerConfig",
@@ -191,6 +193,7 @@ class Policy:
     record: RecordConfig = RecordConfig()
     scoring: ScoringConfig = ScoringConfig()
     budgets: BudgetConfig | None = None
+    cache: CacheConfig | None = None  # None: no cache
     max_body_bytes: int = 10 * 1024 * 1024
     source: str = "<policy>"
     demo: bool = False
