@@ -3,19 +3,77 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("train", help="retrain the routing head on labelled records")
-    parser.add_argument("--records", nargs="+", required=True)
-    parser.add_argument("--base")
-    parser.add_argument("--out", required=True)
+    parser = sub.add_parser(
+        "train",
+        help="retrain the routing head on labelled decision records",
+        description="Fit a new routing head on records labelled by feedback, rated shadow "
+        "pairs or quality labels; write a new classifier directory and compare it with the "
+        "old one on held-out records.",
+    )
+    parser.add_argument("--records", nargs="+", required=True, help="decision record files")
+    parser.add_argument("--base", help="classifier directory to start from (default: shipped)")
+    parser.add_argument("--out", required=True, help="directory for the new classifier")
+    parser.add_argument(
+        "--label-map",
+        default="strong=cloud,weak=local",
+        help="which upstream is the strong and which the weak model (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--holdout", type=float, default=0.2, help="share of records held out (default 0.2)"
+    )
+    parser.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the head (default 1)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("router train: not implemented yet", file=sys.stderr)
-    return 2
+    from router.replay.convert import parse_label_map
+    from router.replay.records import load_records
+    from router.replay.training import train
+    from router.scoring import ScorerLoadError
+
+    try:
+        label_map = parse_label_map(args.label_map)
+    except ValueError as exc:
+        print(f"router train: {exc}", file=sys.stderr)
+        return 2
+    if not 0.0 <= args.holdout < 1.0:
+        print("router train: --holdout must be in [0, 1)", file=sys.stderr)
+        return 2
+    loaded = load_records(args.records)
+    try:
+        result = train(
+            loaded.records,
+            args.out,
+            base=args.base,
+            strong=label_map["strong"],
+            weak=label_map["weak"],
+            holdout=args.holdout,
+            l2=args.l2,
+        )
+    except (ValueError, ScorerLoadError) as exc:
+        print(f"router train: {exc}", file=sys.stderr)
+        return 1
+    s = result.summary
+    print(
+        f"trained on {s['train']} records, held out {s['held_out']} "
+        f"(strong needed: {s['strong_needed_rate']:.1%}); new classifier in {result.out}"
+    )
+    labels = s["held_out_labels"]
+    if labels:
+        for name in ("old", "new"):
+            m = labels[name]
+            auc = "-" if m["auc"] is None else f"{m['auc']:.3f}"
+            print(
+                f"  {name}: log loss {m['log_loss']:.4f}  accuracy {m['accuracy']:.3f}  AUC {auc}"
+            )
+    if result.table:
+        print(result.table)
+    print(json.dumps({"report": str(result.out / "train-report.json")}))
+    return 0

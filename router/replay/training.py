@@ -1,0 +1,286 @@
+"""Retrain the routing head on labelled decision records.
+
+Labels come from the records (`router.replay.labels`): a record is "strong
+needed" when the strong upstream's answer was rated higher than the weak one's,
+or when a lone rating of the weak answer was poor. The encoder is kept; its
+embedding plus `log1p(prompt chars)` (the shipped head's own input) feed an
+L2-regularised logistic regression fitted by Newton's method in numpy. The new
+head is written into a copy of the old ONNX graph (`router.replay.onnxhead`),
+so the new artifact is a drop-in classifier directory for `Scorer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from router.evaluation.data import Benchmark
+from router.evaluation.report import compare, format_table, to_json
+from router.replay.labels import labels_of, strong_needed
+from router.replay.onnxhead import replace_head
+from router.replay.rescore import record_text
+
+__all__ = [
+    "Example",
+    "LogisticHead",
+    "TrainResult",
+    "examples_from_records",
+    "fit_logistic",
+    "is_holdout",
+    "train",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Example:
+    request_id: str
+    text: str
+    label: float  # 1.0: strong needed
+    group: str
+    strong_q: float | None
+    weak_q: float | None
+
+
+def is_holdout(request_id: str, fraction: float) -> bool:
+    """A stable split by id hash, so reruns hold out the same records."""
+    digest = hashlib.sha256(f"router-train-holdout:{request_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def examples_from_records(
+    records: Sequence[Mapping[str, Any]], strong: str, weak: str
+) -> tuple[list[Example], int]:
+    """Labelled examples with text; also how many labelled records had no text."""
+    out: list[Example] = []
+    textless = 0
+    for record in records:
+        labels = labels_of(record)
+        label = strong_needed(labels, strong, weak)
+        if label is None:
+            continue
+        text = record_text(dict(record))
+        if text is None:
+            textless += 1
+            continue
+        out.append(
+            Example(
+                request_id=str(record["request_id"]),
+                text=text,
+                label=label,
+                group=str(record.get("group") or "all"),
+                strong_q=labels.quality.get(strong),
+                weak_q=labels.quality.get(weak),
+            )
+        )
+    return out, textless
+
+
+@dataclass(frozen=True)
+class LogisticHead:
+    weight: FloatArray
+    bias: float
+
+    def predict(self, x: FloatArray) -> FloatArray:
+        z = x @ self.weight + self.bias
+        out: FloatArray = 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+        return out
+
+
+def fit_logistic(x: FloatArray, y: FloatArray, l2: float = 1.0, steps: int = 30) -> LogisticHead:
+    """Minimise log loss + l2/2 |w|^2 (bias not penalised) by Newton's method."""
+    n, d = x.shape
+    xb = np.hstack([x, np.ones((n, 1))])
+    w = np.zeros(d + 1)
+    penalty = np.full(d + 1, l2)
+    penalty[-1] = 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-np.clip(xb @ w, -40, 40)))
+        grad = xb.T @ (p - y) + penalty * w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(penalty) + 1e-9 * np.eye(d + 1)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if float(np.abs(step).max()) < 1e-8:
+            break
+    return LogisticHead(weight=w[:-1], bias=float(w[-1]))
+
+
+def _log_loss(p: FloatArray, y: FloatArray) -> float:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def _average_ranks(values: FloatArray) -> FloatArray:
+    """1-based ranks, tied values sharing their mean rank."""
+    order = np.argsort(values, kind="stable")
+    sorted_v = values[order]
+    ranks = np.empty(len(values))
+    starts = np.flatnonzero(np.r_[True, sorted_v[1:] != sorted_v[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    for lo, hi in zip(starts, ends, strict=True):
+        ranks[order[lo:hi]] = (lo + hi + 1) / 2
+    return ranks
+
+
+def _auc(p: FloatArray, y: FloatArray) -> float | None:
+    pos, neg = int((y == 1).sum()), int((y == 0).sum())
+    if not pos or not neg:
+        return None
+    # Mann-Whitney U with tied scores counted as half a win.
+    ranks = _average_ranks(p)
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def _label_metrics(p: FloatArray, y: FloatArray) -> dict[str, Any]:
+    return {
+        "log_loss": _log_loss(p, y),
+        "accuracy": float(((p >= 0.5) == (y == 1)).mean()),
+        "auc": _auc(p, y),
+    }
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    summary: dict[str, Any]
+    table: str
+
+
+def _benchmarks(examples: Sequence[Example]) -> dict[str, tuple[Benchmark, list[int]]]:
+    """Held-out examples rated for both upstreams, per group, as `router eval` benchmarks."""
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        if ex.strong_q is not None and ex.weak_q is not None:
+            groups.setdefault(ex.group, []).append(i)
+    out = {}
+    for group, idx in groups.items():
+        if len(idx) < 11:
+            continue  # too few for the 11 quantile thresholds
+        out[group] = (
+            Benchmark(
+                name=group,
+                ids=[examples[i].request_id for i in idx],
+                prompts=[examples[i].text for i in idx],
+                strong=np.asarray([examples[i].strong_q for i in idx], dtype=np.float64),
+                weak=np.asarray([examples[i].weak_q for i in idx], dtype=np.float64),
+            ),
+            idx,
+        )
+    return out
+
+
+def train(
+    records: Sequence[Mapping[str, Any]],
+    out: str | Path,
+    *,
+    base: str | Path | None = None,
+    strong: str = "cloud",
+    weak: str = "local",
+    holdout: float = 0.2,
+    l2: float = 1.0,
+    scorer_factory: Any = None,
+) -> TrainResult:
+    from router.scoring import Scorer
+    from router.scoring.model_dir import ModelDir, default_model_dir
+
+    make = scorer_factory or Scorer.from_path
+    base_dir = Path(base) if base is not None else default_model_dir()
+    old_meta = ModelDir.load(base_dir)
+    examples, textless = examples_from_records(records, strong, weak)
+    held = [ex for ex in examples if is_holdout(ex.request_id, holdout)]
+    fit_set = [ex for ex in examples if not is_holdout(ex.request_id, holdout)]
+    if len(fit_set) < 10 or len({ex.label for ex in fit_set}) < 2:
+        raise ValueError(
+            f"need at least 10 training examples with both labels; have {len(fit_set)} "
+            f"({textless} labelled records lack prompt text: record with prompts: true)"
+        )
+    old = make(base_dir)
+    texts = [ex.text for ex in examples]
+    old_scores, emb = _score_all(old, texts)
+    log_chars = np.log1p(np.asarray([len(t) for t in texts], dtype=np.float64))
+    x = np.hstack([emb.astype(np.float64), log_chars[:, None]])
+    y = np.asarray([ex.label for ex in examples])
+    is_held = np.asarray([is_holdout(ex.request_id, holdout) for ex in examples])
+    head = fit_logistic(x[~is_held], y[~is_held], l2=l2)
+
+    out = Path(out)
+    if out.resolve() == base_dir.resolve():
+        raise ValueError("--out must differ from the base classifier directory")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(old_meta.tokenizer_file, out / "tokenizer.json")
+    (out / "model.onnx").write_bytes(
+        replace_head(old_meta.model_file.read_bytes(), head.weight, head.bias)
+    )
+    meta = json.loads((base_dir / "classifier.json").read_text(encoding="utf-8"))
+    meta.update(
+        name=out.name,
+        score=f"P(strong needed): logistic head retrained by `router train` on "
+        f"{int((~is_held).sum())} labelled records (l2={l2}), encoder of {old_meta.name}",
+        base_classifier=old_meta.name,
+    )
+    (out / "classifier.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    new = make(out)
+    new_scores, _ = _score_all(new, texts)
+    # The ONNX head must compute what numpy fitted (float32 rounding aside).
+    drift = float(np.abs(new_scores - head.predict(x)).max()) if len(texts) else 0.0
+    if drift > 1e-3:
+        raise RuntimeError(f"the written head disagrees with the fitted one (max diff {drift})")
+
+    summary: dict[str, Any] = {
+        "base": str(base_dir),
+        "out": str(out),
+        "examples": len(examples),
+        "train": int((~is_held).sum()),
+        "held_out": int(is_held.sum()),
+        "strong_needed_rate": float(y.mean()),
+        "labelled_without_text": textless,
+        "onnx_head_max_diff": drift,
+        "held_out_labels": {},
+        "held_out_routing": {},
+    }
+    table = ""
+    if is_held.any():
+        summary["held_out_labels"] = {
+            "old": _label_metrics(old_scores[is_held].astype(np.float64), y[is_held]),
+            "new": _label_metrics(new_scores[is_held].astype(np.float64), y[is_held]),
+        }
+        benches = _benchmarks(held)
+        if benches:
+            held_idx = np.flatnonzero(is_held)
+            bench_map = {g: b for g, (b, _) in benches.items()}
+            old_s = {g: old_scores[held_idx[idx]] for g, (_, idx) in benches.items()}
+            new_s = {g: new_scores[held_idx[idx]] for g, (_, idx) in benches.items()}
+            report = compare(bench_map, old_s, name="old")
+            for g, row in compare(bench_map, new_s, name="new").items():
+                report[g] = {
+                    "old": report[g]["old"],
+                    "new": row["new"],
+                    **{k: v for k, v in report[g].items() if k != "old"},
+                }
+            summary["held_out_routing"] = to_json(report, bench_map)
+            table = format_table(report, bench_map)
+    (out / "train-report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return TrainResult(out=out, summary=summary, table=table)
+
+
+def _score_all(
+    scorer: Any, texts: list[str]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    scores, embs = [], []
+    for start in range(0, len(texts), 64):
+        s, e = scorer.score_batch(texts[start : start + 64])
+        scores.append(s)
+        embs.append(e)
+    if not scores:
+        return np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(scores), np.concatenate(embs)
