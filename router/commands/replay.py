@@ -144,7 +144,7 @@ def _run_offline(args: argparse.Namespace, candidate: Any, baseline: Any) -> int
     prepared: Prepared = prepare(
         records, default_tenant=candidate.auth.default_tenant, tokens_out=args.tokens_out
     )
-    passes = 2 + (1 if baseline is not None else 0) + 2
+    passes = 2 + (1 if baseline is not None else 0)
     progress = Progress("replay", passes * len(prepared))
     try:
         engine = Replay(

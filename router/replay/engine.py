@@ -236,24 +236,28 @@ class Replay:
 
     # -- decisions -----------------------------------------------------------------
 
-    def _decide_all(self, policy: Policy) -> list[Decision]:
+    def _decide_all(self, policy: Policy, subset: IntArray | None = None) -> list[Decision]:
+        facts_all: Sequence[RequestFacts] = self.p.facts
         feats: Sequence[Features | None] = (
             self.p.features if policy.scoring.enabled else [None] * len(self.p)
         )
+        if subset is not None:
+            facts_all = [facts_all[i] for i in subset.tolist()]
+            feats = [feats[i] for i in subset.tolist()]
         out: list[Decision] = []
         append = out.append
         tick, step = self._tick, 4096
-        for start in range(0, len(self.p), step):
+        for start in range(0, len(facts_all), step):
             chunk = slice(start, start + step)
-            for facts, features in zip(self.p.facts[chunk], feats[chunk], strict=True):
+            for facts, features in zip(facts_all[chunk], feats[chunk], strict=True):
                 append(decide(policy, facts, features))
             self._done += len(out) - start
             if tick is not None:
                 tick(self._done)
         return out
 
-    def run_policy(self, policy: Policy) -> PolicyRun:
-        decisions = self._decide_all(policy)
+    def run_policy(self, policy: Policy, subset: IntArray | None = None) -> PolicyRun:
+        decisions = self._decide_all(policy, subset)
         index = self.index
         target = np.fromiter((index.get(d.target, -1) for d in decisions), np.int64, len(decisions))
         shadow = np.fromiter(
@@ -352,15 +356,30 @@ class Replay:
     # -- threshold sweep -----------------------------------------------------------
 
     def sweep_targets(self, actual: PolicyRun) -> tuple[IntArray, IntArray, BoolArray] | None:
-        """Targets with the swept rule's score test forced true (a) and false (b)."""
+        """Targets with the swept rule's score test forced true (a) and false (b).
+
+        One of the two is the actual decision, so each record needs one more
+        `decide()`: where the swept rule matched, `a` is the actual target and
+        `b` comes from the policy without the rule; elsewhere removing the rule
+        changes nothing, so `b` is actual and `a` comes from the rule with its
+        score test dropped.
+        """
         if self.sweep is None:
             return None
         rule = self.sweep
         forced = dataclasses.replace(
             rule.route, match=dataclasses.replace(rule.route.match, score=None)
         )
-        a = self.run_policy(_replace_route(self.candidate, rule.index, forced)).target
-        b = self.run_policy(_replace_route(self.candidate, rule.index, None)).target
+        matched = np.asarray([r == rule.route.name for r in actual.rules], dtype=np.bool_)
+        a = actual.target.copy()
+        b = actual.target.copy()
+        if (~matched).any():
+            idx = np.flatnonzero(~matched)
+            policy = _replace_route(self.candidate, rule.index, forced)
+            a[idx] = self.run_policy(policy, idx).target
+        if matched.any():
+            idx = np.flatnonzero(matched)
+            b[idx] = self.run_policy(_replace_route(self.candidate, rule.index, None), idx).target
         scored = ~np.isnan(self.p.scores)
         # Self-check: at the policy's own threshold the sweep must give the live decisions.
         again = np.where(scored & rule.holds(self.p.scores, rule.value), a, b)
