@@ -429,6 +429,12 @@ class Router:
 
     async def _send_cached(self, ex: _Exchange, completion: dict[str, Any]) -> None:
         request, decision, record, send = ex.request, ex.decision, ex.record, ex.send
+        # A fresh id: clients may deduplicate on it, and this is a new response.
+        completion = {
+            **completion,
+            "id": f"chatcmpl-cache-{record.request_id}",
+            "created": int(time.time()),
+        }
         record.route, record.status = "cache", 200
         record.tokens_in, record.tokens_out, record.cost_usd = 0, 0, 0.0
         record.overhead_ms = round((time.perf_counter() - ex.t0) * 1000, 3)

@@ -34,7 +34,11 @@ def test_stats_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     namespace = f"hrtest-{uuid.uuid4().hex[:8]}"
     fill(namespace)
     policy = tmp_path / "policy.yaml"
-    policy.write_text(f"cache:\n  redis_url: {REDIS_URL}\n  namespace: {namespace}\n")
+    policy.write_text(
+        "upstreams: {a: {base_url: 'http://127.0.0.1:1/v1', model: m}}\n"
+        "default: {target: a}\n"
+        f"cache:\n  redis_url: {REDIS_URL}\n  namespace: {namespace}\n"
+    )
     assert main(["cache", "stats", "--policy", str(policy), "--tenant", "acme"]) == 0
     assert json.loads(capsys.readouterr().out)["entries"] == 2
     url = ["--redis-url", REDIS_URL, "--namespace", namespace]

@@ -105,18 +105,21 @@ def test_cache_mode_headers() -> None:
 
 
 def test_config_from_policy_section() -> None:
-    from router.cache import CacheConfig, config_from_mapping
+    import pytest
 
-    config = config_from_mapping(
-        {"redis_url": "redis://x", "ttl_s": 60, "max_entries": 5, "similarity": 0.9, "guard": False}
+    from router.cache import CacheConfig
+    from router.policy import PolicyError, parse_policy
+
+    base = "upstreams: {a: {base_url: 'http://x', model: m}}\ndefault: {target: a}\n"
+    policy = parse_policy(
+        base
+        + "cache: {redis_url: 'redis://x', ttl_s: 60, max_entries: 5, similarity: 0.9, guard: false}\n"
     )
-    assert config == CacheConfig(
+    assert policy.cache == CacheConfig(
         redis_url="redis://x", ttl_s=60, max_entries=5, similarity=0.9, guard=False
     )
-    assert config_from_mapping(None) == CacheConfig()
-    for bad in ({"ttl": 1}, {"max_entries": "5"}, {"enabled": "yes"}, {"similarity": True}):
-        try:
-            config_from_mapping(bad)
-        except ValueError:
-            continue
-        raise AssertionError(f"accepted {bad}")
+    assert parse_policy(base).cache is None
+    assert parse_policy(base + "cache: {enabled: false}\n").cache is None
+    for bad in ("{ttl: 1}", "{max_entries: five}", "{enabled: maybe}", "{similarity: 1.5}"):
+        with pytest.raises(PolicyError, match=r"<policy>:3:\d+: "):
+            parse_policy(base + f"cache: {bad}\n")

@@ -13,7 +13,7 @@ The pipeline uses it as:
 from __future__ import annotations
 
 from router.cache.cache import Lookup, SecondStage, SemanticCache, build_cache, exact_key
-from router.cache.config import CacheConfig, config_from_mapping
+from router.cache.config import CacheConfig
 from router.cache.guards import compatible
 from router.cache.headers import cache_mode
 from router.cache.scope import Scope, last_user_text, scope_for
@@ -29,7 +29,6 @@ __all__ = [
     "build_cache",
     "cache_mode",
     "compatible",
-    "config_from_mapping",
     "exact_key",
     "is_complete",
     "last_user_text",

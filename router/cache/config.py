@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
-__all__ = ["CacheConfig", "config_from_mapping"]
+__all__ = ["CacheConfig"]
 
 MiB = 1024 * 1024
 
@@ -50,34 +48,3 @@ class CacheConfig:
     lsh_bits: int = 20
     # At most this many candidates come back from Redis for re-ranking.
     max_candidates: int = 512
-
-
-def config_from_mapping(section: Mapping[str, Any] | None) -> CacheConfig:
-    """A CacheConfig from a policy's `cache:` section; unknown keys are an error.
-
-    Numbers are accepted as written (YAML gives int or float); a value of the wrong
-    type raises ValueError naming the key.
-    """
-    if section is None:
-        return CacheConfig()
-    known = {f.name: f for f in fields(CacheConfig)}
-    unknown = sorted(set(section) - set(known))
-    if unknown:
-        raise ValueError(f"unknown cache setting(s): {', '.join(unknown)}")
-    values: dict[str, Any] = {}
-    for key, value in section.items():
-        default = known[key].default
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif key == "redis_url":
-            ok = value is None or isinstance(value, str)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, str)
-        if not ok:
-            raise ValueError(f"cache setting {key!r} has the wrong type: {value!r}")
-        values[key] = value
-    return CacheConfig(**values)

@@ -25,15 +25,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _config(args: argparse.Namespace) -> Any:
     from dataclasses import replace
 
-    from router.cache import CacheConfig, config_from_mapping
+    from router.cache import CacheConfig
+    from router.policy import load_policy
 
     if args.policy:
-        import yaml
-
-        with open(args.policy, encoding="utf-8") as handle:
-            document = yaml.safe_load(handle) or {}
-        section = document.get("cache") if isinstance(document, dict) else None
-        config = config_from_mapping(section if isinstance(section, dict) else None)
+        # The policy loader reads the cache section, so the CLI and the server agree.
+        config = load_policy(args.policy).cache or CacheConfig(enabled=False)
     else:
         config = CacheConfig(redis_url=args.redis_url)
     if args.namespace:
@@ -68,8 +65,14 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from router.policy import PolicyError
+
     try:
         return asyncio.run(_run(args))
+    except PolicyError as error:
+        for message in error.messages:
+            print(message, file=sys.stderr)
+        return 1
     except (OSError, ValueError) as error:
         print(f"router cache: {error}", file=sys.stderr)
         return 1
