@@ -15,6 +15,9 @@ _COMMANDS = (
     "router.commands.cache",
     "router.commands.replay",
     "router.commands.train",
+    "router.commands.score",
+    "router.commands.calibrate",
+    "router.commands.eval",
 )
 
 

@@ -320,13 +320,17 @@ class Router:
                 )
             if policy.record.prompts:
                 record.messages = request.messages
+            record.conversation = request.conversation_key
+            if policy.record.headers:
+                kept = {h: headers[h] for h in policy.record.headers if h in headers}
+                record.headers = kept or None
             features = await self._score(policy, request, record)
             facts = RequestFacts(
                 request_id=request_id,
                 tenant=record.tenant,
                 model=request.model,
                 prompt_chars=request.prompt_chars,
-                conversation=request.conversation_key,
+                conversation=record.conversation,
                 headers=headers,
             )
             decision = decide(policy, facts, features)

@@ -139,6 +139,10 @@ def test_feedback_attaches_to_a_known_request(stack: Stack) -> None:
             "comment": None,
         }
     ]
+    shadow_rating = httpx.post(url, json={"request_id": request_id, "score": 0.2, "upstream": "cloud"})
+    assert shadow_rating.status_code == 200
+    rated = [r for r in wait_records(stack, 3) if r.get("kind") == "feedback"]
+    assert rated[-1]["upstream"] == "cloud" and "upstream" not in rated[0]
     unknown = httpx.post(url, json={"request_id": "nope", "score": 1})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "request_not_found"
     other_tenant = httpx.post(

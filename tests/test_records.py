@@ -90,3 +90,30 @@ def test_jsonl_sink_rotates_and_keeps_n(tmp_path: Path) -> None:
     ]
     seen = [r["i"] for r in lines]
     assert seen == sorted(seen) and seen[-1] == 199  # newest kept, in order
+
+
+def test_records_keep_the_sticky_keys_replay_needs(make_stack) -> None:  # type: ignore[no-untyped-def]
+    from conftest import POLICY
+
+    policy = POLICY.replace("{{", "{").replace("}}", "}").replace("{prompts}", "false")
+    stack: Stack = make_stack(policy=policy.replace("record:\n", "record:\n  headers: [x-user-id]\n"))
+    c = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="client-key-xyz", max_retries=0)
+    for user in ("alice", None):
+        extra = {"x-user-id": user} if user else {}
+        c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "same start"}],
+                                  extra_headers={**extra, "x-other": "not kept"})
+    with_header, without = stack.records()
+    assert with_header["headers"] == {"x-user-id": "alice"}
+    assert "headers" not in without
+    assert with_header["conversation"] == without["conversation"] and len(without["conversation"]) == 16
+    assert "client-key-xyz" not in stack.records_path.read_text()
+
+
+def test_credential_headers_cannot_be_recorded() -> None:
+    import pytest
+
+    from router import PolicyError, parse_policy
+
+    text = "upstreams: {a: {base_url: 'http://x', model: m}}\ndefault: {target: a}\nrecord: {headers: [x-user-id, Authorization]}\n"
+    with pytest.raises(PolicyError, match="'authorization' carries credentials"):
+        parse_policy(text)

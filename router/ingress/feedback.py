@@ -9,7 +9,7 @@ from router.ingress.errors import RouterError
 
 __all__ = ["parse_feedback"]
 
-_FIELDS = {"request_id", "score", "label", "source", "comment"}
+_FIELDS = {"request_id", "score", "label", "source", "comment", "upstream"}
 
 
 def parse_feedback(raw: bytes) -> dict[str, Any]:
@@ -42,10 +42,17 @@ def parse_feedback(raw: bytes) -> dict[str, Any]:
         raise RouterError.bad_request(
             "'comment' must be a string of at most 2000 characters.", "comment"
         )
-    return {
+    upstream = body.get("upstream")
+    if upstream is not None and (not isinstance(upstream, str) or not 0 < len(upstream) <= 64):
+        raise RouterError.bad_request("'upstream' must be an upstream name.", "upstream")
+    item = {
         "request_id": request_id,
         "score": None if score is None else float(score),
         "label": label,
         "source": source,
         "comment": comment,
     }
+    # Which answer is rated: the one the client got (default) or a shadow's.
+    if upstream is not None:
+        item["upstream"] = upstream
+    return item

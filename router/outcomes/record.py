@@ -44,6 +44,8 @@ class DecisionRecord:
     tokens_out: int | None = None
     cost_usd: float | None = None
     prompt_chars: int = 0
+    conversation: str | None = None  # the sticky key of `sticky: conversation`
+    headers: dict[str, str] | None = None  # only those listed in `record: {headers: [...]}`
     prompt: str | None = None  # only with `record: {prompts: true}`
     messages: list[dict[str, Any]] | None = None
     answer: str | None = None
@@ -62,6 +64,7 @@ class DecisionRecord:
             "score_error",
             "budget",
             "shadow_result",
+            "headers",
         ):
             if data[name] is None:
                 del data[name]

@@ -62,6 +62,9 @@ _UPSTREAM = {
 }
 _ROUTE = {"name", "match", "target", "fallbacks", "rollout", "shadow", "cache"}
 _MATCH = {"model", "tenant", "headers", "prompt_chars", "prompt_tokens", "score"}
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "api-key", "x-api-key"}
+)
 _RANGE = {"gt", "gte", "lt", "lte"}
 
 
@@ -172,7 +175,17 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
     record = _record(
         top.section(
             "record",
-            {"sink", "path", "rotate_mb", "keep", "prompts", "redis_url", "stream", "maxlen"},
+            {
+                "sink",
+                "path",
+                "rotate_mb",
+                "keep",
+                "prompts",
+                "headers",
+                "redis_url",
+                "stream",
+                "maxlen",
+            },
         )
     )
     scoring = _scoring(top.section("scoring", {"enabled", "model", "max_batch", "max_wait_ms"}))
@@ -369,7 +382,12 @@ def _record(s: Section | None) -> RecordConfig:
     sink = s.string("sink", d.sink) or d.sink
     if sink not in ("jsonl", "redis"):
         s.errors.add(s.value_node("sink"), "'sink' must be 'jsonl' or 'redis'")
+    headers = tuple(h.lower() for h in s.strings("headers") or ())
+    for header in headers:
+        if header in _SECRET_HEADERS:
+            s.errors.add(s.value_node("headers"), f"'{header}' carries credentials: not recordable")
     return RecordConfig(
+        headers=tuple(h for h in headers if h not in _SECRET_HEADERS),
         sink=sink,
         redis_url=s.string("redis_url", d.redis_url) or d.redis_url,
         stream=s.string("stream", d.stream) or d.stream,

@@ -146,6 +146,9 @@ class RecordConfig:
     rotate_mb: float = 100.0
     keep: int = 5
     prompts: bool = False
+    # Request headers to keep in records (lower case), e.g. the sticky key of a rollout,
+    # so that replay can reproduce header rules. Never credentials.
+    headers: tuple[str, ...] = ()
     redis_url: str = "redis://127.0.0.1:6379/0"
     stream: str = "hr:decisions"
     maxlen: int = 1_000_000
