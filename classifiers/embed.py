@@ -13,7 +13,7 @@ import torch
 from classifiers.encoder import Bert
 from router.scoring.inputs import TextEncoder
 
-__all__ = ["embed_texts", "hidden_states"]
+__all__ = ["embed_texts"]
 
 
 def _batches(texts: Sequence[str], size: int) -> list[list[int]]:
@@ -45,6 +45,3 @@ def embed_texts(
         np.save(path, out)
     return out
 
-
-def hidden_states(*args: object) -> None:  # pragma: no cover - placeholder
-    raise NotImplementedError
