@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,17 @@ async def _send(
     await send({"type": "http.response.body", "body": body})
 
 
+def _metrics() -> bytes:
+    """Prometheus text; with several workers, the sum over all of them."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()
+
+
 class _Operations:
     """Health, readiness and metrics; everything else is an OpenAI-format 404."""
 
@@ -131,7 +143,7 @@ class _Operations:
         elif method in ("GET", "HEAD") and path == "/readyz":
             await self._ready(send)
         elif method == "GET" and path == "/metrics":
-            await _send(send, 200, generate_latest(), content_type=CONTENT_TYPE_LATEST.encode())
+            await _send(send, 200, _metrics(), content_type=CONTENT_TYPE_LATEST.encode())
         else:
             error = RouterError.not_found(f"Unknown endpoint: {method} {path}.")
             await _send(send, 404, error.body())
@@ -140,16 +152,21 @@ class _Operations:
         router = self.router
         assert router is not None
         policy = router.policy
-        scoring_ok = not policy.scoring.enabled or router.scorer is not None
+        # A classifier that failed to load does not make the router unready: requests
+        # still route (score rules go to on_classifier_error). /readyz says so instead.
+        scoring = "off"
+        if policy.scoring.enabled:
+            scoring = "ok" if router.scorer is not None else "unavailable"
         body = {
-            "status": "ready" if router.started and scoring_ok else "not_ready",
+            "status": "ready" if router.started else "not_ready",
             "policy": policy.source,
             "upstreams": {
                 name: client.breaker.state for name, client in router.pool.clients.items()
             },
             "scoring": {
-                "enabled": policy.scoring.enabled,
+                "status": scoring,
                 "provider": router.scoring_provider,
+                "model": getattr(router.scorer, "model_name", None),
             },
             "demo": policy.demo,
         }
@@ -178,8 +195,6 @@ def create_app(
 
 def app_from_env() -> RouterMiddleware:
     """The uvicorn factory behind `router serve` (each worker builds its own app)."""
-    import os
-
     from router.logs import configure_logging
 
     configure_logging(os.environ.get("ROUTER_LOG_LEVEL", "info"))

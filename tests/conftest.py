@@ -99,7 +99,9 @@ def policy_text(
 def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     contexts: list[Any] = []
 
-    def make(prompts: bool = False, policy: str | None = None, chunks: int = 8) -> Stack:
+    def make(
+        prompts: bool = False, policy: str | None = None, chunks: int = 8, scoring: bool = False
+    ) -> Stack:
         local, cloud = FakeUpstream("local", chunks), FakeUpstream("cloud", chunks)
         lctx, cctx = serve(local, lifespan="off"), serve(cloud, lifespan="off")
         contexts.extend([lctx, cctx])
@@ -112,7 +114,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
             .replace("{cloud}", curl)
             .replace("{records}", str(records))
         )
-        app = create_app(str(path), scorer_factory=None)
+        app = create_app(str(path)) if scoring else create_app(str(path), scorer_factory=None)
         app.router.watch_interval = 0.05
         rctx = serve(app)
         contexts.append(rctx)

@@ -10,7 +10,11 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("serve", help="run the router")
-    parser.add_argument("--policy", help="policy YAML (default: policies/default.yaml)")
+    parser.add_argument(
+        "--policy",
+        default=os.environ.get("ROUTER_POLICY"),
+        help="policy YAML (default: $ROUTER_POLICY, else policies/default.yaml)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1)
@@ -53,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
         )
     os.environ["ROUTER_POLICY"] = policy_path
     os.environ["ROUTER_LOG_LEVEL"] = args.log_level
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Each worker is a process: /metrics must add up all of them, not the one asked.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hybrid-router-metrics-")
     uvicorn.run(
         "router.app:app_from_env",
         factory=True,

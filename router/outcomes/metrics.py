@@ -33,6 +33,11 @@ OVERHEAD = Histogram(
     "Time spent in the router itself, upstream excluded.",
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
-BREAKER_OPEN = Gauge("router_breaker_open", "1 while an upstream's circuit is open.", ["upstream"])
+BREAKER_OPEN = Gauge(
+    "router_breaker_open",
+    "1 while an upstream's circuit is open.",
+    ["upstream"],
+    multiprocess_mode="max",
+)
 POLICY_RELOADS = Counter("router_policy_reloads_total", "Policy reloads by result.", ["result"])
 SCORING_ERRORS = Counter("router_scoring_errors_total", "Prompts the classifier failed to score.")
