@@ -303,7 +303,8 @@ class Router:
             request_id=request_id, ts=time.time(), tenant="", model="", stream=False
         )
         admission: Admission | None = None
-        shadow_task: asyncio.Task[ShadowResult] | None = None
+        shadow_client: UpstreamClient | None = None
+        shadow_body: dict[str, Any] = {}
         try:
             record.tenant = tenant_for(policy.auth, headers)
             body = await read_body(receive, headers, policy.max_body_bytes)
@@ -347,10 +348,9 @@ class Router:
                     code="insufficient_quota",
                 )
             self._remember(request_id, record.tenant)
-            if decision.shadow is not None and self.shadow is not None:
+            if decision.shadow is not None:
                 shadow_client = self.pool.clients.get(decision.shadow)
-                if shadow_client is not None:
-                    shadow_task = self.shadow.start(shadow_client, request.body)
+                shadow_body = request.body
             ex = _Exchange(policy, request, decision, record, t0, tracked)
             cached = await self._cache_lookup(ex, features, headers)
             if cached is not None:
@@ -382,6 +382,11 @@ class Router:
         REQUESTS.labels(record.rule or "-", record.route or "-", str(record.status)).inc()
         if admission is not None and self.ledger is not None:
             await self.ledger.settle(admission, record.cost_usd or 0.0)
+        # The shadow starts only now, after the client has its answer, so that it
+        # never competes with the request it copies.
+        shadow_task = None
+        if shadow_client is not None and self.shadow is not None:
+            shadow_task = self.shadow.start(shadow_client, shadow_body)
         if shadow_task is None:
             self.sink.emit(record.to_dict())
         else:

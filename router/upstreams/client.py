@@ -124,6 +124,15 @@ class UpstreamClient:
                 raise failure
             await asyncio.sleep(config.backoff * (2 ** (attempt - 1)))
 
+    async def send_once(self, payload: bytes) -> httpx.Response:
+        """One attempt, body read, outside the breaker and retries (shadow traffic)."""
+        response = await self._send(payload)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
     async def _send(self, payload: bytes) -> httpx.Response:
         """`client.send(client.build_request("POST", url, content=payload), stream=True)`."""
         if not self._direct:

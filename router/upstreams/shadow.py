@@ -84,7 +84,7 @@ class ShadowRunner:
             timeouts = client.config.timeouts
             try:
                 async with asyncio.timeout(timeouts.total):
-                    response = await client.client.post(client.url, content=payload)
+                    response = await client.send_once(payload)
             except (TimeoutError, httpx.HTTPError) as exc:
                 SHADOW.labels(client.name, "error").inc()
                 return ShadowResult(client.name, 0, _ms(started), error=type(exc).__name__)
