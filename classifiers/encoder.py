@@ -67,17 +67,29 @@ class Bert(nn.Module):
         )
         self.hidden = hidden
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Mean-pooled, L2-normalised sentence embedding [batch, hidden]."""
+    def bottom(self, input_ids: Tensor, attention_mask: Tensor, layers: int) -> Tensor:
+        """Hidden states after the first `layers` layers (fine-tuning caches these)."""
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.word(input_ids) + self.position(positions)[None] + self.token_type.weight[0]
         x = self.dropout(self.norm(x))
-        mask = attention_mask.to(x.dtype)
-        bias = ((1.0 - mask) * -1e4)[:, None, None, :]
-        for layer in self.layers:
+        return self.top(x, attention_mask, 0, layers)
+
+    def top(self, x: Tensor, attention_mask: Tensor, start: int, stop: int | None = None) -> Tensor:
+        bias = ((1.0 - attention_mask.to(x.dtype)) * -1e4)[:, None, None, :]
+        for layer in self.layers[start:stop]:
             x = layer(x, bias)
+        return x
+
+    @staticmethod
+    def pool(x: Tensor, attention_mask: Tensor) -> Tensor:
+        """Mean over real tokens, then L2 norm: the sentence-transformers embedding."""
+        mask = attention_mask.to(x.dtype)
         pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
         return nn.functional.normalize(pooled, dim=-1)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Mean-pooled, L2-normalised sentence embedding [batch, hidden]."""
+        return self.pool(self.bottom(input_ids, attention_mask, len(self.layers)), attention_mask)
 
 
 _RENAMES = {

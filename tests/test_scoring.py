@@ -16,6 +16,7 @@ from tokenizers.pre_tokenizers import Whitespace
 
 from router.cli import main
 from router.scoring import InputSpec, Scorer, ScorerLoadError, TextEncoder, prompt_text
+from router.scoring.inputs import length_groups
 from router.scoring.model_dir import default_model_dir
 
 PROMPTS = [
@@ -200,3 +201,24 @@ def test_score_command_writes_id_and_score(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"p{i}" for i in range(len(PROMPTS))]
     assert all(0.0 <= r["score"] <= 1.0 for r in rows)
+
+
+def test_length_groups_bound_padding() -> None:
+    lengths = [10, 12, 11, 50, 52, 200, 30, 31]
+    groups = length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        padded = max(lengths[i] for i in g) * len(g)
+        assert padded <= 1.25 * sum(lengths[i] for i in g)
+    assert length_groups([]) == []
+
+
+def test_unavailable_gpu_provider_falls_back_to_cpu() -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA build of onnxruntime is installed")
+    scorer = Scorer.from_path(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert scorer.provider == "CPUExecutionProvider"
+    scores, _ = scorer.score_batch(["still scored"])
+    assert 0.0 <= scores[0] <= 1.0

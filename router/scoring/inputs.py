@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
-__all__ = ["Batch", "InputSpec", "TextEncoder", "clip_text"]
+__all__ = ["Batch", "InputSpec", "TextEncoder", "clip_text", "length_groups"]
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
@@ -88,10 +88,15 @@ class TextEncoder:
             ids = ids[: body - tail] + (ids[len(ids) - tail :] if tail else [])
         return [self._cls, *ids, self._sep]
 
-    def encode(self, texts: Sequence[str]) -> Batch:
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, cut and windowed, with [CLS] and [SEP]."""
         clipped = [clip_text(t, self.spec) for t in texts]
         encodings = self._tokenizer.encode_batch(clipped, add_special_tokens=False)
-        rows = [self._window(e.ids) for e in encodings]
+        return [self._window(e.ids) for e in encodings]
+
+    @staticmethod
+    def pack(rows: Sequence[list[int]], texts: Sequence[str]) -> Batch:
+        """Right-pad `rows` into one batch; `texts` give the full lengths."""
         width = max((len(r) for r in rows), default=2)
         input_ids = np.zeros((len(rows), width), dtype=np.int64)
         attention_mask = np.zeros((len(rows), width), dtype=np.int64)
@@ -100,3 +105,29 @@ class TextEncoder:
             attention_mask[i, : len(row)] = 1
         log_chars = np.log1p(np.asarray([len(t) for t in texts], dtype=np.float32))
         return Batch(input_ids, attention_mask, log_chars.astype(np.float32))
+
+    def encode(self, texts: Sequence[str]) -> Batch:
+        return self.pack(self.tokenize(texts), texts)
+
+
+def length_groups(lengths: Sequence[int], max_padding: float = 0.25) -> list[list[int]]:
+    """Split indices into runs of similar length, shortest first.
+
+    A batch is padded to its longest row, so one long prompt among short ones
+    multiplies the work. A group grows while its padded size stays within
+    `max_padding` of its real tokens.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in order:
+        n = lengths[i]
+        if current and n * (len(current) + 1) > (1.0 + max_padding) * (real + n):
+            groups.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += n
+    if current:
+        groups.append(current)
+    return groups

@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from router.features import Features
 from router.scoring.batcher import BatchResult, MicroBatcher
-from router.scoring.inputs import TextEncoder
+from router.scoring.inputs import TextEncoder, length_groups
 from router.scoring.model_dir import ModelDir, ScorerLoadError, default_model_dir
 from router.scoring.session import create_session
 
@@ -71,10 +71,16 @@ class Scorer:
         return self._batcher.runs
 
     def _run(self, texts: list[str]) -> BatchResult:
-        batch = self.encoder.encode(texts)
-        score, embedding = self.session.run(["score", "embedding"], batch.feeds())
-        scores = np.asarray(score, dtype=np.float32).reshape(len(texts))
-        embeddings = np.asarray(embedding, dtype=np.float32).reshape(len(texts), -1)
+        rows = self.encoder.tokenize(texts)
+        scores = np.zeros(len(texts), np.float32)
+        embeddings = np.zeros((len(texts), self.model.embedding_dim), np.float32)
+        # Similar lengths per model run: padding a short prompt to a long
+        # batch-mate costs more than the extra run.
+        for idx in length_groups([len(r) for r in rows]):
+            batch = TextEncoder.pack([rows[i] for i in idx], [texts[i] for i in idx])
+            score, embedding = self.session.run(["score", "embedding"], batch.feeds())
+            scores[idx] = np.asarray(score, dtype=np.float32).reshape(len(idx))
+            embeddings[idx] = np.asarray(embedding, dtype=np.float32).reshape(len(idx), -1)
         return scores, embeddings
 
     def score_batch(self, texts: list[str]) -> BatchResult:
