@@ -122,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=default_data_dir(),
         help="routing data dir (train.jsonl, dev.jsonl)",
     )
-    parser.add_argument("--work", type=Path, default=None, help="cache dir (default: OUT/work)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="cache dir (default: classifiers/work)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args(argv)
@@ -131,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed_everything(args.seed)
     torch.set_num_threads(args.threads)
     out: Path = args.out
-    work: Path = args.work or out / "work"
+    # Outside OUT: the wheel ships OUT whole, and the cache holds ~100 MB.
+    work: Path = args.work or Path(__file__).parent / "work"
     out.mkdir(parents=True, exist_ok=True)
     spec = InputSpec()
 

@@ -57,7 +57,7 @@ RouteLLM's published routers, which never saw these benchmarks.
 
 Needs the `train` extra (`pip install -e '.[train]'`; torch 2.13 CPU). Seeded;
 the same command on the same data writes the same metrics. Frozen encoder
-features are cached under `OUT/work/` (gitignored). Takes about 10 minutes on 2
+features are cached under `classifiers/work/` (gitignored). Takes about 10 minutes on 2
 cores, most of it embedding the 12k prompts.
 
 ## Input handling

@@ -60,11 +60,10 @@ def _preload_cuda_libraries() -> None:
 def create_session(
     model: Path, threads: int | None = None, providers: Sequence[str] | None = None
 ) -> ort.InferenceSession:
-    chosen = list(providers or preferred_providers())
-    if (
-        "CUDAExecutionProvider" in chosen
-        and "CUDAExecutionProvider" in ort.get_available_providers()
-    ):
+    available = ort.get_available_providers()
+    chosen = [p for p in providers or preferred_providers() if p in available]
+    chosen = chosen or ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in chosen:
         _preload_cuda_libraries()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
