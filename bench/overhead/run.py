@@ -824,7 +824,7 @@ def main() -> int:
         report, data = build_report(targets, concurrencies, modes, meta)
         print(report)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        args.out.write_text(json.dumps(_finite(data), indent=2, default=str) + "\n")
         log(f"JSON written to {args.out}")
         return 0
     finally:
@@ -834,6 +834,17 @@ def main() -> int:
             log(f"logs kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _finite(value: Any) -> Any:
+    """NaN (a point with no answers) as null, so the file is strict JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def litellm_version() -> str:
