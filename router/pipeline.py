@@ -9,10 +9,9 @@ and is shared by the standalone app and `RouterMiddleware`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import os
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -108,8 +107,14 @@ class _Exchange:
     decision: Decision
     record: DecisionRecord
     t0: float
-    send: Send
+    respond: Send
     slot: _CacheSlot | None = None
+    finished: bool = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.finished = True
+        await self.respond(message)
 
     def store(self, upstream: str, completion: dict[str, Any]) -> None:
         if self.slot is not None and self.slot.scope.upstream == upstream:
@@ -297,7 +302,7 @@ class Router:
             await send(message)
 
         policy = self.policy
-        request_id = uuid.uuid4().hex
+        request_id = os.urandom(16).hex()  # uuid4().hex costs 5x more for the same bits
         headers = _headers(scope)
         record = DecisionRecord(
             request_id=request_id, ts=time.time(), tenant="", model="", stream=False
@@ -517,26 +522,34 @@ class Router:
     async def _forward(self, ex: _Exchange, receive: Receive) -> None:
         """Try the decision's targets in order, then relay the first that answers.
 
-        The work runs in a child task so that a client disconnect (seen on
-        `receive`) cancels the upstream request instead of letting it run on.
+        A watcher on `receive` cancels this task when the client disconnects, so
+        the upstream request stops instead of running on. (The work runs inline:
+        a child task per request plus `asyncio.wait` cost ~5% of a request.)
         """
-        work = asyncio.ensure_future(self._attempt(ex))
-        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            await _wait_disconnect(receive)
+            # After the last body message the server reports a disconnect too:
+            # that is the normal end, not a client leaving.
+            if not ex.finished:
+                gone = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(watch())
         try:
-            done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            await self._attempt(ex)
         except asyncio.CancelledError:
-            work.cancel()
-            watch.cancel()
-            raise
-        if work in done:
-            watch.cancel()
-            work.result()
-            return
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError, _Done, RouterError):
-            await work
-        ex.record.status, ex.record.error = 499, "client_disconnected"
-        raise ClientGone
+            if not gone:
+                raise
+            task.uncancel()
+            ex.record.status, ex.record.error = 499, "client_disconnected"
+            raise ClientGone from None
+        finally:
+            watcher.cancel()
 
     async def _attempt(self, ex: _Exchange) -> None:
         request, record = ex.request, ex.record

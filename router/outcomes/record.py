@@ -7,7 +7,7 @@ upstream's name, never from request headers.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "DecisionRecord"]
@@ -54,18 +54,24 @@ class DecisionRecord:
     v: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        # Keep records compact: optional text fields appear only when recorded.
-        for name in (
-            "prompt",
-            "messages",
-            "answer",
-            "shadow",
-            "score_error",
-            "budget",
-            "shadow_result",
-            "headers",
-        ):
+        # A shallow copy: `asdict` deep-copies every value and cost ~6% of a request.
+        data = {name: getattr(self, name) for name in _FIELDS}
+        data["targets"], data["tried"] = list(self.targets), list(self.tried)
+        # Keep records compact: optional fields appear only when set.
+        for name in _OPTIONAL:
             if data[name] is None:
                 del data[name]
         return data
+
+
+_FIELDS = tuple(f.name for f in fields(DecisionRecord))
+_OPTIONAL = (
+    "prompt",
+    "messages",
+    "answer",
+    "shadow",
+    "score_error",
+    "budget",
+    "shadow_result",
+    "headers",
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -14,6 +15,11 @@ import structlog
 __all__ = ["JsonlSink", "NullSink", "RedisStreamSink", "Sink"]
 
 log = structlog.get_logger("router.records")
+
+# Records emitted on the event loop are handed to the writer thread in batches,
+# at most this long after the first of a batch: one thread wake-up per batch
+# instead of one per record.
+_HANDOFF_S = 0.005
 
 
 class Sink(Protocol):
@@ -38,49 +44,61 @@ class NullSink:
 _STOP = object()
 
 
-class JsonlSink:
-    """Append records as JSON lines; rotate `path` -> `path.1` ... `path.<keep>` by size.
+class _ThreadedSink:
+    """Batches records on the caller's side and writes them from one thread.
 
-    `emit` only enqueues, so the request path never waits on the disk. A bounded
-    queue would drop records under a slow disk; an unbounded one trades memory
-    for never losing an accepted record, which is the promise here.
+    The queue is unbounded: a slow disk or store costs memory rather than an
+    accepted record, which is the promise here.
     """
 
-    def __init__(self, path: str | Path, rotate_bytes: int = 100 << 20, keep: int = 5) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.rotate_bytes = rotate_bytes
-        self.keep = keep
+    name = "records-writer"
+
+    def __init__(self) -> None:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._file = self.path.open("a", encoding="utf-8")
-        self._size = self._file.tell()
-        self._thread = threading.Thread(target=self._run, name="records-writer", daemon=True)
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
     def emit(self, record: dict[str, Any]) -> None:
-        self._queue.put(record)
+        with self._lock:
+            self._pending.append(record)
+            first = len(self._pending) == 1
+        if first:
+            try:
+                asyncio.get_running_loop().call_later(_HANDOFF_S, self._handoff)
+            except RuntimeError:  # no event loop here: hand over at once
+                self._handoff()
+
+    def _handoff(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            self._queue.put(batch)
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until everything emitted so far is on disk (tests, shutdown)."""
+        """Wait until everything emitted so far is written (tests, shutdown)."""
+        self._handoff()
         done = threading.Event()
         self._queue.put(done)
         done.wait(timeout)
 
     def close(self) -> None:
+        self._handoff()
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout=10)
-        self._file.close()
+        self._closed()
 
     def _run(self) -> None:
+        backlog: list[str] = []
         while True:
             items = [self._queue.get()]
             try:
-                while len(items) < 1024:
+                while len(items) < 64:
                     items.append(self._queue.get_nowait())
             except queue.Empty:
                 pass
-            lines: list[str] = []
             stop = False
             events: list[threading.Event] = []
             for item in items:
@@ -88,17 +106,44 @@ class JsonlSink:
                     stop = True
                 elif isinstance(item, threading.Event):
                     events.append(item)
-                else:
-                    lines.append(json.dumps(item, separators=(",", ":"), default=str))
-            if lines:
-                try:
-                    self._write(lines)
-                except OSError as exc:
-                    log.error("record_write_failed", path=str(self.path), error=str(exc))
+                elif isinstance(item, list):
+                    backlog.extend(
+                        json.dumps(r, separators=(",", ":"), default=str) for r in item
+                    )
+            backlog = self._write_all(backlog, final=stop)
             for event in events:
                 event.set()
             if stop:
                 return
+
+    def _write_all(self, lines: list[str], final: bool) -> list[str]:
+        """Write `lines`; return what could not be written, to retry later."""
+        raise NotImplementedError
+
+    def _closed(self) -> None:
+        pass
+
+
+class JsonlSink(_ThreadedSink):
+    """Append records as JSON lines; rotate `path` -> `path.1` ... `path.<keep>` by size."""
+
+    def __init__(self, path: str | Path, rotate_bytes: int = 100 << 20, keep: int = 5) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rotate_bytes = rotate_bytes
+        self.keep = keep
+        self._file = self.path.open("a", encoding="utf-8")
+        self._size = self._file.tell()
+        super().__init__()
+
+    def _write_all(self, lines: list[str], final: bool) -> list[str]:
+        if not lines:
+            return []
+        try:
+            self._write(lines)
+        except OSError as exc:
+            log.error("record_write_failed", path=str(self.path), error=str(exc))
+        return []
 
     def _write(self, lines: list[str]) -> None:
         """Write lines, rotating as soon as the file reaches its size limit."""
@@ -124,13 +169,18 @@ class JsonlSink:
         self._file = self.path.open("a", encoding="utf-8")
         self._size = 0
 
+    def _closed(self) -> None:
+        self._file.close()
 
-class RedisStreamSink:
-    """XADD records to a Redis Stream capped near `maxlen` entries, from a thread.
+
+class RedisStreamSink(_ThreadedSink):
+    """XADD records to a Redis Stream capped near `maxlen` entries.
 
     Each entry has one field, `r`, holding the record's JSON. While Redis is
     unreachable, records wait in memory and are retried, so none is dropped.
     """
+
+    name = "records-stream"
 
     def __init__(self, url: str, stream: str = "hr:decisions", maxlen: int = 1_000_000) -> None:
         import redis
@@ -138,62 +188,26 @@ class RedisStreamSink:
         self.stream = stream
         self.maxlen = maxlen
         self.redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="records-stream", daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def emit(self, record: dict[str, Any]) -> None:
-        self._queue.put(record)
-
-    def flush(self, timeout: float = 5.0) -> None:
-        done = threading.Event()
-        self._queue.put(done)
-        done.wait(timeout)
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join(timeout=10)
-        self.redis.close()
-
-    def _run(self) -> None:
+    def _write_all(self, lines: list[str], final: bool) -> list[str]:
         import redis
 
-        backlog: list[str] = []
-        while True:
-            items = [self._queue.get()]
+        while lines:
             try:
-                while len(items) < 1024:
-                    items.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            stop = False
-            events: list[threading.Event] = []
-            for item in items:
-                if item is _STOP:
-                    stop = True
-                elif isinstance(item, threading.Event):
-                    events.append(item)
-                else:
-                    backlog.append(json.dumps(item, separators=(",", ":"), default=str))
-            while backlog:
-                try:
-                    pipe = self.redis.pipeline(transaction=False)
-                    for line in backlog:
-                        pipe.xadd(self.stream, {"r": line}, maxlen=self.maxlen, approximate=True)
-                    pipe.execute()
-                    backlog = []
-                except redis.RedisError as exc:
-                    log.error(
-                        "record_stream_failed",
-                        stream=self.stream,
-                        error=str(exc),
-                        waiting=len(backlog),
-                    )
-                    if stop:
-                        break
-                    threading.Event().wait(1.0)
-            for event in events:
-                event.set()
-            if stop:
-                return
+                pipe = self.redis.pipeline(transaction=False)
+                for line in lines:
+                    pipe.xadd(self.stream, {"r": line}, maxlen=self.maxlen, approximate=True)
+                pipe.execute()
+                return []
+            except redis.RedisError as exc:
+                log.error(
+                    "record_stream_failed", stream=self.stream, error=str(exc), waiting=len(lines)
+                )
+                if final:
+                    return lines
+                threading.Event().wait(1.0)
+        return []
+
+    def _closed(self) -> None:
+        self.redis.close()

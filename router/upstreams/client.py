@@ -77,6 +77,7 @@ class UpstreamClient:
         self._extensions = {"timeout": timeout.as_dict()}
         # userinfo in base_url means auth that only AsyncClient.send applies.
         self._direct = not (self._url.username or self._url.password)
+        self._has_cookies = False
 
     def payload(self, body: dict[str, Any]) -> bytes:
         out = dict(body)
@@ -103,8 +104,13 @@ class UpstreamClient:
                     raise TimeoutError
                 async with asyncio.timeout(budget):
                     response = await self._send(payload)
-            except (TimeoutError, httpx.TimeoutException):
-                failure = UpstreamFailure(self.name, "timeout", "no response before the timeout")
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                if _refused(exc):
+                    failure = UpstreamFailure(self.name, "connect_error", "connection refused")
+                else:
+                    failure = UpstreamFailure(
+                        self.name, "timeout", "no response before the timeout"
+                    )
             except httpx.TransportError as exc:
                 failure = UpstreamFailure(self.name, "connect_error", type(exc).__name__)
             else:
@@ -145,7 +151,9 @@ class UpstreamClient:
             headers=self._headers,
             content=payload,
             extensions=self._extensions,
-            cookies=httpx.Cookies(cookies) if cookies else None,
+            # Testing the jar itself walks every cookie; a flag set on the first
+            # set-cookie keeps the common no-cookie case free.
+            cookies=httpx.Cookies(cookies) if self._has_cookies else None,
         )
         try:
             response = await self.transport.handle_async_request(request)
@@ -155,6 +163,7 @@ class UpstreamClient:
         response.request = request
         if "set-cookie" in response.headers:
             cookies.extract_cookies(response)
+            self._has_cookies = True
         if _httpx_log.isEnabledFor(logging.INFO):
             _httpx_log.info(
                 'HTTP Request: %s %s "%s %d %s"',
@@ -184,3 +193,17 @@ async def _error_detail(response: httpx.Response) -> tuple[str, bytes]:
     except (ValueError, KeyError, TypeError):
         pass
     return f"HTTP {response.status_code}", raw
+
+
+def _refused(exc: BaseException) -> bool:
+    """httpx-aiohttp maps a refused connection to ConnectTimeout; tell them apart."""
+    cause = exc.__cause__
+    if cause is None:
+        return False
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - aiohttp is a dependency
+        return False
+    return isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(
+        cause, aiohttp.ServerTimeoutError
+    )
