@@ -127,12 +127,20 @@ def test_unreachable_upstream_falls_back(make_stack) -> None:  # type: ignore[no
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
     stack = make_stack()
+    from prometheus_client import REGISTRY
+
+    def refused() -> float:
+        labels = {"upstream": "local", "error": "connect_error"}
+        return REGISTRY.get_sample_value("router_fallbacks_total", labels) or 0.0
+
+    before = refused()
     text = stack.policy_path.read_text().replace(stack.local_url, f"http://127.0.0.1:{dead}")
     stack.write_policy(text)
     time.sleep(0.3)
     raw = ask(stack)
     assert raw.headers["x-router-route"] == "cloud"
     assert stack.records()[-1]["tried"] == ["local"]
+    assert refused() > before  # a refused connection, not a timeout
 
 
 def test_cut_stream_is_reported_to_the_client(stack: Stack) -> None:
