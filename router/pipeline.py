@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -210,18 +210,14 @@ class Router:
             old.close()
         self._record_config = policy.record
         if policy.budgets != self._budget_config:
-            old_ledger = self.ledger
+            if self.ledger is not None:
+                _close_later(self.ledger.aclose())
             self.ledger = BudgetLedger(policy.budgets) if policy.budgets is not None else None
-            if old_ledger is not None:
-                task = asyncio.ensure_future(old_ledger.aclose())
-                task.add_done_callback(lambda t: t.exception())
             self._budget_config = policy.budgets
         if policy.cache != self._cache_config:
-            old_cache = self.cache
+            if self.cache is not None:
+                _close_later(self.cache.close())
             self.cache = build_cache(policy.cache) if policy.cache is not None else None
-            if old_cache is not None:
-                closing = asyncio.ensure_future(old_cache.close())
-                closing.add_done_callback(lambda t: t.exception())
             self._cache_config = policy.cache
         self.policy = policy
 
@@ -837,3 +833,11 @@ def _make_sink(config: RecordConfig) -> Sink:
     if config.path:
         return JsonlSink(config.path, int(config.rotate_mb * 1024 * 1024), config.keep)
     return NullSink()
+
+
+def _close_later(closing: Coroutine[Any, Any, None]) -> None:
+    """Close what a reload replaced, without making the reload wait for it."""
+    task = asyncio.ensure_future(closing)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())

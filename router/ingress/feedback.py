@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from router.ingress.errors import RouterError
+from router.ingress.request import json_object
 
 __all__ = ["parse_feedback"]
 
@@ -13,12 +13,7 @@ _FIELDS = {"request_id", "score", "label", "source", "comment", "upstream"}
 
 
 def parse_feedback(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RouterError.bad_request(f"Request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise RouterError.bad_request("Request body must be a JSON object.")
+    body = json_object(raw)
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise RouterError.bad_request(f"Unknown field(s): {', '.join(unknown)}.", unknown[0])

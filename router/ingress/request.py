@@ -14,7 +14,7 @@ from typing import Any
 
 from router.ingress.errors import RouterError
 
-__all__ = ["ChatRequest", "parse_chat_request"]
+__all__ = ["ChatRequest", "json_object", "parse_chat_request"]
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _NUMBER_RANGES: dict[str, tuple[float, float]] = {
@@ -56,13 +56,19 @@ def message_text(message: dict[str, Any]) -> str:
     return ""
 
 
-def parse_chat_request(raw: bytes) -> ChatRequest:
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 that says what is wrong with it."""
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RouterError.bad_request(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RouterError.bad_request("Request body must be a JSON object.")
+    return body
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    body = json_object(raw)
 
     model = body.get("model")
     if not isinstance(model, str) or not model:
