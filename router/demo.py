@@ -52,6 +52,15 @@ def _prompt_of(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+async def read_body(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 class DemoUpstream:
     """A tiny ASGI OpenAI-compatible server; `chunks` sets how many SSE chunks an answer has."""
 
@@ -62,12 +71,7 @@ class DemoUpstream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         if scope["path"].endswith("/chat/completions"):
             await self.complete(json.loads(body or b"{}"), send)
         else:

@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from router.demo import DemoUpstream
+from router.demo import DemoUpstream, read_body
 
 
 @contextmanager
@@ -77,12 +77,7 @@ class FakeUpstream(DemoUpstream):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         body = json.loads(raw or b"{}")
         self.seen.append(Seen(scope["path"], headers, body))
