@@ -9,7 +9,6 @@ and is shared by the standalone app and `RouterMiddleware`.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import structlog
 from starlette.types import Message, Receive, Scope, Send
 
@@ -455,7 +455,7 @@ class Router:
             headers = self._response_headers(record, decision, b"text/event-stream")
             headers.append((b"cache-control", b"no-cache"))
         else:
-            body = json.dumps(completion).encode()
+            body = orjson.dumps(completion)
             headers = self._response_headers(record, decision, b"application/json")
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -713,7 +713,7 @@ class Router:
                     "param": None,
                 }
             }
-            tail = b"data: " + json.dumps(error).encode() + b"\n\n"
+            tail = b"data: " + orjson.dumps(error) + b"\n\n"
             await send({"type": "http.response.body", "body": tail, "more_body": True})
         if keep_text:
             record.answer = "".join(parts)
@@ -784,7 +784,7 @@ async def _wait_disconnect(receive: Receive) -> None:
 async def _send_json(
     send: Send, status: int, data: object, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    raw = json.dumps(data).encode()
+    raw = orjson.dumps(data)
     await send(
         {
             "type": "http.response.start",

@@ -8,9 +8,10 @@ does not know are passed through untouched, so new OpenAI parameters keep workin
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from router.ingress.errors import RouterError
 
@@ -59,8 +60,8 @@ def message_text(message: dict[str, Any]) -> str:
 def json_object(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object, or a 400 that says what is wrong with it."""
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise RouterError.bad_request(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RouterError.bad_request("Request body must be a JSON object.")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import queue
 import threading
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 __all__ = ["JsonlSink", "NullSink", "RedisStreamSink", "Sink"]
@@ -107,9 +107,7 @@ class _ThreadedSink:
                 elif isinstance(item, threading.Event):
                     events.append(item)
                 elif isinstance(item, list):
-                    backlog.extend(
-                        json.dumps(r, separators=(",", ":"), default=str) for r in item
-                    )
+                    backlog.extend(orjson.dumps(r, default=str).decode() for r in item)
             backlog = self._write_all(backlog, final=stop)
             for event in events:
                 event.set()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from router.policy.model import Upstream
 from router.upstreams.breaker import CircuitBreaker
@@ -82,7 +83,7 @@ class UpstreamClient:
     def payload(self, body: dict[str, Any]) -> bytes:
         out = dict(body)
         out["model"] = self.config.model
-        return json.dumps(out, separators=(",", ":")).encode()
+        return orjson.dumps(out)
 
     async def open(self, payload: bytes, deadline: float) -> UpstreamReply:
         """Send the request; retry connect errors, 429 and 5xx with backoff.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
+
+import orjson
 
 __all__ = ["EventBuffer", "event_data", "payloads"]
 
@@ -45,7 +46,7 @@ def event_data(payload: bytes) -> dict[str, Any] | None:
     if payload == b"[DONE]":
         return None
     try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None

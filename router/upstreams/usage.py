@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 __all__ = ["Usage", "usage_of"]
 
@@ -33,7 +34,7 @@ def answer_of(data: dict[str, Any]) -> str | None:
 
 def parse_json(raw: bytes) -> dict[str, Any] | None:
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None
