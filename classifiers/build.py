@@ -27,9 +27,10 @@ from classifiers.data import BENCHMARKS, Split, default_data_dir, load_split
 from classifiers.embed import embed_texts
 from classifiers.encoder import RoutingModel, base_model_dir, load_bert
 from classifiers.export import cosine, export_onnx, quantize
-from classifiers.heads import LinearHead, fit_linear_head, head_features
+from classifiers.finetune import FinetuneConfig, finetune_top
+from classifiers.heads import LinearHead, center_by_group, fit_linear_head, head_features
 from router.evaluation import compare, format_table, group_by_benchmark, to_json
-from router.evaluation.metrics import evaluate
+from router.evaluation.metrics import bootstrap_apgr, evaluate
 from router.scoring import InputSpec, Scorer, TextEncoder
 from router.scoring.session import create_session
 
@@ -61,37 +62,39 @@ def dev_apgr(
     }
 
 
-def tune_alpha(
+def targets(split: Split) -> dict[str, np.ndarray]:
+    return {"gain": split.gain, "centered": center_by_group(split.gain, split.benchmark)}
+
+
+def tune_head(
     xtr: np.ndarray, train: Split, xdv: np.ndarray, dev: Split
-) -> tuple[float, dict[str, dict[str, float]]]:
-    """Pick the ridge strength with the best mean dev APGR over MMLU and GSM8K.
+) -> tuple[str, float, dict[str, dict[str, float]]]:
+    """Pick the target and ridge strength with the best mean dev APGR on MMLU and GSM8K.
 
     MT Bench (15 dev prompts) is too small to tune on; it is only reported.
     """
     table: dict[str, dict[str, float]] = {}
-    for alpha in ALPHAS:
-        fit = fit_linear_head(xtr, train.gain, train.label, alpha)
-        table[str(alpha)] = dev_apgr(dev, fit.logit(xdv))
-    best = max(ALPHAS, key=lambda a: table[str(a)]["mmlu"] + table[str(a)]["gsm8k"])
-    return best, table
+    for name, y in targets(train).items():
+        for alpha in ALPHAS:
+            fit = fit_linear_head(xtr, y, train.label, alpha)
+            table[f"{name} alpha={alpha}"] = dev_apgr(dev, fit.logit(xdv))
+    best = max(table, key=lambda k: table[k]["mmlu"] + table[k]["gsm8k"])
+    name, alpha = best.split(" alpha=")
+    return name, float(alpha), table
 
 
 def leave_one_out(
-    xtr: np.ndarray, train: Split, xdv: np.ndarray, dev: Split, alpha: float
+    xtr: np.ndarray, train: Split, xdv: np.ndarray, dev: Split, target: str, alpha: float
 ) -> dict[str, dict[str, float]]:
     """Train without one benchmark, report dev metrics on that benchmark."""
     groups = group_by_benchmark(dev.records)
     out: dict[str, dict[str, float]] = {}
     for b in BENCHMARKS:
         keep = train.benchmark != b
-        sub = Split(
-            records=[],
-            prompts=[],
-            benchmark=train.benchmark[keep],
-            gain=train.gain[keep],
-            label=train.label[keep],
-        )
-        fit = fit_linear_head(xtr[keep], sub.gain, sub.label, alpha)
+        y = targets(train)[target][keep]
+        if target == "centered":
+            y = center_by_group(train.gain[keep], train.benchmark[keep])
+        fit = fit_linear_head(xtr[keep], y, train.label[keep], alpha)
         m = evaluate(groups[b], fit.logit(xdv[dev.benchmark == b]))
         out[b] = {"apgr": m.apgr, "cpt50": m.cpt50, "cpt80": m.cpt80}
     return out
@@ -127,6 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--finetune-layers",
+        type=int,
+        default=0,
+        help="fine-tune this many top encoder layers first (0: frozen encoder, as shipped)",
+    )
+    parser.add_argument("--finetune-epochs", type=int, default=2)
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -148,11 +158,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     etr = embed_texts(bert, encoder, train.prompts, work)
     edv = embed_texts(bert, encoder, dev.prompts, work)
     xtr, xdv = head_features(etr, log_chars(train)), head_features(edv, log_chars(dev))
+    if args.finetune_layers:
+        init = fit_linear_head(xtr, train.gain, train.label, 300.0)
+        config = FinetuneConfig(layers=args.finetune_layers, epochs=args.finetune_epochs)
+        log(f"fine-tuning: {config}")
+        finetune_top(bert, encoder, train.prompts, train.gain, etr, init, config, args.seed)
+        # Not cached: the cache is keyed by text, and these come from changed weights.
+        etr = embed_texts(bert, encoder, train.prompts, None)
+        edv = embed_texts(bert, encoder, dev.prompts, None)
+        xtr, xdv = head_features(etr, log_chars(train)), head_features(edv, log_chars(dev))
 
-    alpha, tuning = tune_alpha(xtr, train, xdv, dev)
-    log(f"ridge alpha {alpha} (dev APGR by alpha: {json.dumps(tuning)})")
-    fit = fit_linear_head(xtr, train.gain, train.label, alpha)
-    lobo = leave_one_out(xtr, train, xdv, dev, alpha)
+    target, alpha, tuning = tune_head(xtr, train, xdv, dev)
+    log(f"head: {target} target, ridge alpha {alpha}; dev APGR grid {json.dumps(tuning)}")
+    fit = fit_linear_head(xtr, targets(train)[target], train.label, alpha)
+    lobo = leave_one_out(xtr, train, xdv, dev, target, alpha)
 
     model = RoutingModel(bert, LinearHead(fit)).eval()
     fp32 = export_onnx(model, work / "model-fp32.onnx")
@@ -199,8 +218,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batched_vs_alone_score_abs_diff_max": float(np.abs(scores - batched_scores).max()),
     }
     log(f"int8 vs fp32: {quant}")
+    fp32_apgr = dev_apgr(dev, ref_scores)
+    log(f"dev APGR of the fp32 export (batched): {fp32_apgr}")
 
     groups = group_by_benchmark(dev.records)
+    spread = {}
+    for b, bench in groups.items():
+        boot = bootstrap_apgr(bench, scores[dev.benchmark == b])
+        lo, hi = np.nanpercentile(boot, [5, 95])
+        spread[b] = {"p5": float(lo), "p95": float(hi)}
+    log(f"dev APGR bootstrap 5-95%: {spread}")
     report = compare(groups, {b: scores[dev.benchmark == b] for b in groups}, name=out.name)
     table = format_table(report, groups)
     print(table)
@@ -208,11 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = {
         "model": out.name,
         "seed": args.seed,
+        "target": target,
         "alpha": alpha,
         "tuning_dev_apgr": tuning,
         "dev": to_json(report, groups),
         "leave_one_benchmark_out": lobo,
         "quantization": quant,
+        "dev_apgr_fp32_export": fp32_apgr,
+        "dev_apgr_bootstrap_5_95": spread,
         "latency_ms_batch1_1thread": lat,
         "size_bytes": (out / "model.onnx").stat().st_size,
     }

@@ -17,7 +17,17 @@ def _lobo(lobo: dict[str, dict[str, float]]) -> str:
 def render(metrics: dict[str, Any], table: str, command: str) -> str:
     q = metrics["quantization"]
     lat = metrics["latency_ms_batch1_1thread"]
+    fp32 = ", ".join(f"{b} {v:.3f}" for b, v in metrics["dev_apgr_fp32_export"].items())
     size_mb = metrics["size_bytes"] / 1e6
+    centered = (
+        ",\ncentered per benchmark: the score ranks a prompt against prompts of its\n"
+        "kind rather than learning which benchmark is harder"
+        if metrics.get("target") == "centered"
+        else ""
+    )
+    spread = "; ".join(
+        f"{b} {v['p5']:.3f}-{v['p95']:.3f}" for b, v in metrics["dev_apgr_bootstrap_5_95"].items()
+    )
     return f"""# {metrics["model"]}
 
 Routing classifier for hybrid-router. One ONNX pass over a prompt gives:
@@ -42,11 +52,11 @@ counts even when the text is cut).
 
 `shared/data/routing/train.jsonl` (9,246 prompts: MMLU, GSM8K, MT Bench, with
 GPT-4 and Mixtral-8x7B quality), tuned on `dev.jsonl` (3,086). Nothing else
-from those benchmarks was used. Label: the quality gain `strong - weak`
-(MT Bench judge points divided by 9); head: ridge regression over
-`[embedding, log_chars]` (alpha {metrics["alpha"]} picked by mean dev APGR on
-MMLU and GSM8K), then a two-parameter logistic fit to `strong > weak` so the
-score reads as a probability. In-distribution training: not comparable with
+from those benchmarks was used. Target: the quality gain `strong - weak`
+(MT Bench judge points divided by 9){centered}; head: ridge regression over
+`[embedding, log_chars]` (target and alpha {metrics["alpha"]} picked by mean dev
+APGR on MMLU and GSM8K), then a two-parameter logistic fit to `strong > weak` so
+the score reads as a probability. In-distribution training: not comparable with
 RouteLLM's published routers, which never saw these benchmarks.
 
 ## Build
@@ -81,20 +91,57 @@ length = prompt length in characters.
 ```
 
 MT Bench has 15 dev prompts: one prompt moves APGR by several hundredths and
-the random router alone spans about 0.34-0.61 over seeds.
+the random router alone spans about 0.34-0.61 over seeds. Bootstrap (200
+resamples of the dev prompts) 5-95% range of this router's APGR: {spread}.
 
-Leave one benchmark out (head trained on the other two, evaluated on the dev
-prompts of the held-out one):
+Leave one benchmark out (same target and alpha, head refitted on the train
+prompts of the other two benchmarks, evaluated on the dev prompts of the
+held-out one; float head on the frozen embeddings):
 
 {_lobo(metrics["leave_one_benchmark_out"])}
 
+## What else was tried (dev APGR MMLU / GSM8K / MT Bench)
+
+Measured during development on the same frozen embeddings (float, before
+quantization); not rerun by the build.
+
+| head | MMLU | GSM8K | MT Bench |
+| --- | ---: | ---: | ---: |
+| prompt length only | 0.598 | 0.673 | 0.739 |
+| logistic regression on `strong > weak`, C=0.1 | 0.630 | 0.639 | 0.781 |
+| ridge on gain, alpha 100 | 0.661 | 0.654 | 0.656 |
+| ridge on gain centered per benchmark, alpha 100 | 0.672 | 0.679 | 0.703 |
+| ridge on gain centered per benchmark, alpha 300 | 0.665 | 0.696 | 0.688 |
+| kNN-100 (cosine) mean gain | 0.648 | 0.580 | 0.593 |
+| kNN-200 mean gain | 0.660 | 0.566 | 0.694 |
+| ridge + 0.3 x kNN-200 (z-scored) | 0.672 | 0.639 | 0.704 |
+| ridge + 0.6 x length (z-scored) | 0.657 | 0.684 | 0.727 |
+| random Fourier features + ridge | 0.593-0.602 | 0.57-0.58 | 0.61-0.65 |
+| per-benchmark logistic heads | 0.640 | 0.671 | (length) |
+| GSM8K/MT Bench upweighted x3-5 | 0.63-0.66 | 0.65-0.70 | 0.69-0.76 |
+| top 2 encoder layers fine-tuned (2 epochs, 14 min), ridge on gain | 0.673 | 0.678 | 0.727 |
+| same, ridge on centered gain | 0.676 | 0.691 | 0.692 |
+
+Fine-tuning (`--finetune-layers 2`: MSE on the gain plus a term holding the
+embedding to the stock one; dev cosine to stock 0.992 mean, 0.966 min) gained
+under 0.01 over the frozen encoder with the centered target, cost 15 minutes
+of training, and would move the embedding the semantic cache was tuned on, so
+the shipped encoder is frozen.
+
+The head stays one linear layer over `[embedding, log_chars]` followed by a
+sigmoid: `router train` swaps exactly that layer to retrain on a team's own
+records, and kNN or ensembles gained too little to give that up.
+
 ## Quantization
 
-Dynamic int8, per-channel scales, on every MatMul/Gemm weight and on the
-embedding tables (Gather). Against the fp32 export on the 3,086 dev prompts:
+Dynamic int8 with per-channel scales on every encoder MatMul weight and on the
+embedding tables (Gather); the head (one Gemm) stays fp32. Against the fp32 export on the 3,086 dev prompts:
 embedding cosine mean {q["embedding_cosine_mean"]:.4f}, min {q["embedding_cosine_min"]:.4f};
 mean |score difference| {q["score_abs_diff_mean"]:.4f}; rank correlation of
-scores with the unquantized head {q["score_rank_corr"]:.4f}.
+scores with the unquantized head {q["score_rank_corr"]:.4f}. Dev APGR of the
+fp32 export, for comparison: {fp32}. The small score noise reorders prompts
+whose scores are close, which on GSM8K's 262 dev prompts moves APGR by a few
+hundredths either way.
 
 Dynamic quantization picks one activation scale per run, so a prompt scored in
 a micro-batch comes out slightly different from the same prompt scored alone:

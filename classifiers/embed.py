@@ -44,4 +44,3 @@ def embed_texts(
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, out)
     return out
-

@@ -114,7 +114,7 @@ def finetune_top(
             loss.backward()
             optim.step()
             sched.step()
-            total += float(loss)
+            total += float(loss.detach())
             if n % 50 == 0:
                 print(
                     f"  epoch {epoch} step {n}/{len(buckets)} loss {total / (n + 1):.4f} "

@@ -15,11 +15,34 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LinearHead", "fit_linear_head", "fit_platt", "fit_ridge", "head_features"]
+__all__ = [
+    "LinearHead",
+    "center_by_group",
+    "fit_linear_head",
+    "fit_platt",
+    "fit_ridge",
+    "head_features",
+]
 
 
 def head_features(embeddings: np.ndarray, log_chars: np.ndarray) -> np.ndarray:
     return np.hstack([embeddings, log_chars[:, None]]).astype(np.float64)
+
+
+def center_by_group(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """`values` minus their group's mean.
+
+    Routing is judged within a benchmark, and the gain's mean differs a lot
+    between benchmarks (MT Bench's strong model wins half the time, MMLU's a
+    sixth). Uncentered, the head spends its capacity telling benchmarks apart;
+    centered, it learns what makes one prompt harder than its neighbours
+    (+0.01-0.03 dev APGR on each benchmark).
+    """
+    out = values.astype(np.float64).copy()
+    for g in np.unique(groups):
+        mask = groups == g
+        out[mask] -= out[mask].mean()
+    return out
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:

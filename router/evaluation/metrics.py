@@ -23,6 +23,7 @@ __all__ = [
     "RouterMetrics",
     "apgr",
     "average_curves",
+    "bootstrap_apgr",
     "break_ties",
     "cpt",
     "evaluate",
@@ -147,3 +148,30 @@ def metrics_of(curve: Curve) -> RouterMetrics:
 def evaluate(bench: Benchmark, scores: npt.ArrayLike) -> RouterMetrics:
     """All metrics of one router's `scores` on one benchmark."""
     return metrics_of(quality_cost_curve(bench, scores))
+
+
+def bootstrap_apgr(
+    bench: Benchmark, scores: npt.ArrayLike, samples: int = 200, seed: int = 0
+) -> FloatArray:
+    """APGR over `samples` resamples of the prompts (with replacement).
+
+    Small benchmarks (MT Bench: 15 dev prompts) swing widely; the spread of
+    these values says how much one figure can be trusted.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    out = np.empty(samples)
+    for k in range(samples):
+        idx = rng.integers(0, len(bench), size=len(bench))
+        sub = Benchmark(
+            name=bench.name,
+            ids=[f"{bench.ids[i]}#{j}" for j, i in enumerate(idx)],
+            prompts=[bench.prompts[i] for i in idx],
+            strong=bench.strong[idx],
+            weak=bench.weak[idx],
+        )
+        if sub.strong_quality == sub.weak_quality:
+            out[k] = np.nan
+            continue
+        out[k] = apgr(quality_cost_curve(sub, s[idx]))
+    return out
