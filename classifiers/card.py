@@ -67,8 +67,8 @@ RouteLLM's published routers, which never saw these benchmarks.
 
 Needs the `train` extra (`pip install -e '.[train]'`; torch 2.13 CPU). Seeded;
 the same command on the same data writes the same metrics. Frozen encoder
-features are cached under `classifiers/work/` (gitignored). Takes about 10 minutes on 2
-cores, most of it embedding the 12k prompts.
+features are cached under `classifiers/work/` (gitignored). Takes about 10
+minutes on 2 cores, most of it embedding the 12k prompts.
 
 ## Input handling
 
@@ -135,20 +135,21 @@ records, and kNN or ensembles gained too little to give that up.
 ## Quantization
 
 Dynamic int8 with per-channel scales on every encoder MatMul weight and on the
-embedding tables (Gather); the head (one Gemm) stays fp32. Against the fp32 export on the 3,086 dev prompts:
-embedding cosine mean {q["embedding_cosine_mean"]:.4f}, min {q["embedding_cosine_min"]:.4f};
-mean |score difference| {q["score_abs_diff_mean"]:.4f}; rank correlation of
-scores with the unquantized head {q["score_rank_corr"]:.4f}. Dev APGR of the
-fp32 export, for comparison: {fp32}. The small score noise reorders prompts
-whose scores are close, which on GSM8K's 262 dev prompts moves APGR by a few
-hundredths either way.
+embedding tables (Gather); the head (one Gemm) stays fp32. Against the fp32
+export on the 3,086 dev prompts: embedding cosine mean
+{q["embedding_cosine_mean"]:.4f}, min {q["embedding_cosine_min"]:.4f}; mean |score
+difference| {q["score_abs_diff_mean"]:.4f}; rank correlation of scores with the
+unquantized head {q["score_rank_corr"]:.4f}. Dev APGR of the fp32 export, for
+comparison: {fp32}. The small score noise reorders prompts whose scores are
+close, which on GSM8K's 262 dev prompts moves APGR by a few hundredths either
+way.
 
 Dynamic quantization picks one activation scale per run, so a prompt scored in
 a micro-batch comes out slightly different from the same prompt scored alone:
-over dev in batches of 32, embedding cosine min {q["batched_vs_alone_cosine_min"]:.4f}
-(mean {q["batched_vs_alone_cosine_mean"]:.5f}), largest |score difference|
-{q["batched_vs_alone_score_abs_diff_max"]:.4f}. The dev metrics above score each
-prompt alone. Measured alternative: 8-bit `MatMulNBits` (block 32, per-row
+over dev in batches of 32, embedding cosine min
+{q["batched_vs_alone_cosine_min"]:.4f} (mean {q["batched_vs_alone_cosine_mean"]:.5f}),
+largest |score difference| {q["batched_vs_alone_score_abs_diff_max"]:.4f}. The dev
+metrics above score each prompt alone. Measured alternative: 8-bit `MatMulNBits` (block 32, per-row
 activation quantization) is batch-independent and keeps cosine 0.9997 against
 fp32, but ran about 2x slower here (14 ms vs 8 ms at 128 tokens, batch 1), so it
 is not shipped.
