@@ -132,6 +132,36 @@ The head stays one linear layer over `[embedding, log_chars]` followed by a
 sigmoid: `router train` swaps exactly that layer to retrain on a team's own
 records, and kNN or ensembles gained too little to give that up.
 
+### Tried and not shipped: in-graph lexical features
+
+Idea: add to the head a bag-of-token-ids term (one learned weight per
+vocabulary id, gathered over `input_ids`, masked by `attention_mask` and
+summed: `Gather` + `Mul` + `ReduceSum`, no new inputs) and counts computable
+from the ids (digit tokens, `?` tokens, tokens). Measured on the frozen
+embeddings with the float head; reference: ridge alpha 300 on the centered
+gain, dev 0.665 / 0.696 / 0.688. Same centered target; the bag covers the
+model's token window, over the 15,300 ids seen in at least 2 train prompts.
+
+| head (dev APGR) | MMLU | GSM8K | MT Bench |
+| --- | ---: | ---: | ---: |
+| + log1p(digit tokens), log1p(`?` tokens), log(tokens) | 0.660 | 0.673 | 0.626 |
+| same counts standardised, alpha 300-30,000 | 0.59-0.66 | 0.66-0.68 | 0.63-0.74 |
+| joint ridge + bag (mean, sum or presence; 4 scales each) | 0.648-0.666 | 0.535-0.691 | 0.62-0.88 |
+| bag (presence / sqrt(tokens)) on the ridge residual, alpha 30 | 0.676 | 0.619 | 0.792 |
+| same, mean over tokens, alpha 3-10 | 0.666-0.668 | 0.649-0.693 | 0.71-0.73 |
+| same, benchmarks weighted equally, alpha 30-1,000 | 0.642-0.664 | 0.662-0.696 | 0.71-0.79 |
+
+The residual variant's alpha was picked by seeded 5-fold CV on train (mean
+MMLU/GSM8K APGR 0.626 against 0.615 without the bag). On dev, paired
+bootstrap (200 resamples, the same for both heads) 5-95% of the change:
+MMLU +0.011 (-0.002 to +0.025), GSM8K -0.077 (-0.125 to +0.005), MT Bench
++0.104 (-0.002 to +0.664). The per-id weights are fitted almost entirely on
+MMLU (8,419 of 9,246 train prompts): they learn subject words, which is
+worth about +0.01 there and costs GSM8K more. The digit count carries no
+signal within GSM8K (Spearman with the gain: train -0.04, dev +0.03), and
+the token count adds nothing over `log_chars`. Not shipped: no variant
+improved MMLU and GSM8K together beyond noise.
+
 ## Quantization
 
 Dynamic int8 with per-channel scales on every encoder MatMul weight and on the
