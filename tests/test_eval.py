@@ -128,6 +128,8 @@ def test_eval_command_on_given_scores(tmp_path: Path, capsys: pytest.CaptureFixt
     assert routers["scores"]["apgr"] == pytest.approx(0.6)
     assert routers["length"]["apgr"] == pytest.approx(0.6)  # lengths are 1..5 too
     assert "toy" in capsys.readouterr().out
+    png = (out / "eval.png").read_bytes()  # matplotlib comes with the test extra
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5_000
 
 
 def test_eval_command_runs_the_classifier(tmp_path: Path) -> None:

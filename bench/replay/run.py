@@ -199,12 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             records = convert_routing_rows(rows, {"strong": "cloud", "weak": "local"})
             scorer = _scorer()
-            raw_scores = np.concatenate(
-                [
-                    scorer.score_batch([r["prompt"] for r in records[i : i + 64]])[0]
-                    for i in range(0, len(records), 64)
-                ]
-            ).astype(np.float64)
+            # One prompt a run, as `router eval` and the model card score them.
+            raw_scores = scorer.score_each([r["prompt"] for r in records])[0].astype(np.float64)
             for rec, raw in zip(records, raw_scores, strict=True):
                 # Replay sees the score as the live record keeps it: rounded to 6 places.
                 rec["score_raw"] = float(raw)

@@ -66,7 +66,7 @@ def _scores(records: list[dict[str, object]], model: str | None) -> np.ndarray:
             texts.append(prompt)
         from router.scoring import Scorer
 
-        fresh, _ = Scorer.from_path(model).score_batch(texts)
+        fresh, _ = Scorer.from_path(model).score_each(texts)
         for i, value in zip(need, fresh, strict=True):
             recorded[i] = float(value)
     return np.asarray(recorded, dtype=np.float64)

@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser = sub.add_parser(
         "eval",
         help="evaluate the routing classifier on strong/weak quality data",
-        description="Per benchmark: quality/cost curve, APGR, CPT(50%%) and CPT(80%%) of "
+        description="Per benchmark: quality/cost curve, APGR, CPT(50%) and CPT(80%) of "
         "the classifier, a random router and a prompt-length router, all computed in this "
         "run. Records need id, prompt, strong_score, weak_score (and benchmark).",
     )
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             scorer = Scorer.from_path(args.model)
             name = scorer.model_name
             for b, bench in benches.items():
-                scores[b] = scorer.score_batch(bench.prompts)[0]
+                scores[b] = scorer.score_each(bench.prompts)[0]
     except KeyError as exc:
         print(f"router eval: no score for id {exc}", file=sys.stderr)
         return 2
@@ -80,5 +80,9 @@ def run(args: argparse.Namespace) -> int:
         if plot_available():
             print(f"wrote {plot_curves(report, out / 'eval.png')}", file=sys.stderr)
         else:
-            print("router eval: matplotlib is not installed; skipped eval.png", file=sys.stderr)
+            print(
+                "router eval: matplotlib is not installed (pip install 'hybrid-router[plots]');"
+                " skipped eval.png",
+                file=sys.stderr,
+            )
     return 0

@@ -99,6 +99,19 @@ class Scorer:
             scores[idx], embeddings[idx] = self._run([texts[i] for i in idx])
         return scores, embeddings
 
+    def score_each(self, texts: list[str]) -> BatchResult:
+        """Like `score_batch`, one prompt a run: the figures a lone live request gets.
+
+        int8 activations are scaled per run, so batch-mates nudge a score by up to
+        ~0.02; evaluation and calibration use this so that their figures do not
+        depend on how prompts happened to be grouped.
+        """
+        scores = np.zeros(len(texts), np.float32)
+        embeddings = np.zeros((len(texts), self.model.embedding_dim), np.float32)
+        for i, text in enumerate(texts):
+            scores[i : i + 1], embeddings[i : i + 1] = self._run([text])
+        return scores, embeddings
+
     async def start(self) -> None:
         """Warm the session up (first runs allocate) and start the micro-batcher."""
         self._closed = False
