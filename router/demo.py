@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["DEMO_PORTS", "DemoUpstream", "start_demo_upstreams"]
+__all__ = ["DEMO_PORTS", "DemoPortsBusy", "DemoUpstream", "start_demo_upstreams"]
 
 DEMO_PORTS = {"local": 18081, "cloud": 18082}
 _WORDS = (
@@ -161,9 +161,31 @@ async def _json(send: Send, status: int, data: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": raw})
 
 
+class DemoPortsBusy(RuntimeError):
+    pass
+
+
 def start_demo_upstreams(host: str = "127.0.0.1") -> threading.Thread:
-    """Serve both stand-ins from a daemon thread; returns once they accept connections."""
+    """Serve both stand-ins from a daemon thread; returns once they accept connections.
+
+    Raises DemoPortsBusy when a port is taken (another `router serve --demo`?):
+    silently using whatever answers there would make the demo lie.
+    """
+    import socket
+
     import uvicorn
+
+    for name, port in DEMO_PORTS.items():
+        with socket.socket() as probe:
+            # As uvicorn binds: connections of an earlier run in TIME_WAIT don't count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                raise DemoPortsBusy(
+                    f"port {port} for the demo '{name}' upstream is in use"
+                    " (is another `router serve --demo` running?)"
+                ) from None
 
     ready = threading.Event()
 
@@ -178,6 +200,9 @@ def start_demo_upstreams(host: str = "127.0.0.1") -> threading.Thread:
         ]
         tasks = [asyncio.ensure_future(s.serve()) for s in servers]
         while not all(s.started for s in servers):
+            if any(t.done() for t in tasks):
+                ready.set()  # a server failed to start; the caller sees it is not alive
+                return
             await asyncio.sleep(0.01)
         ready.set()
         await asyncio.gather(*tasks)
@@ -187,4 +212,6 @@ def start_demo_upstreams(host: str = "127.0.0.1") -> threading.Thread:
     )
     thread.start()
     ready.wait(10)
+    if not thread.is_alive():
+        raise DemoPortsBusy("the demo upstreams did not start")
     return thread

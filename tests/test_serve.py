@@ -63,3 +63,79 @@ def test_two_workers_share_metrics_and_policy_comes_from_env(tmp_path: Path) -> 
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(20)
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 40) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "router serve exited"
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("router serve did not become ready")
+
+
+def test_quick_start_demo_serves_every_feature(tmp_path: Path) -> None:
+    import openai
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router.cli", "serve", "--demo", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, proc)
+        ready = httpx.get(f"{base}/readyz").json()
+        assert ready["demo"] is True and ready["scoring"]["status"] == "ok"
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        ask = {
+            "model": "auto",
+            "messages": [{"role": "user", "content": "Hello"}],
+            "extra_headers": {"x-user-id": "bob"},
+        }
+        first = client.chat.completions.with_raw_response.create(**ask)  # type: ignore[call-overload]
+        assert first.headers["x-router-route"] == "local"  # bob is in the demo's 50% rollout
+        assert (
+            first.headers["x-router-cache"] == "miss"
+            and float(first.headers["x-router-score"]) >= 0
+        )
+        assert first.parse().choices[0].message.content.startswith("[DEMO local model]")
+        time.sleep(0.3)
+        again = client.chat.completions.with_raw_response.create(**ask)  # type: ignore[call-overload]
+        assert again.headers["x-router-cache"] == "hit"
+        pinned = client.chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": "Hi"}],
+            extra_headers={"x-route": "cloud"},
+        )
+        assert pinned.choices[0].message.content.startswith("[DEMO cloud model]")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=20)[0].decode()
+    assert '"event": "demo_mode"' in output and "DEMO" in output
+    records = (tmp_path / "records" / "demo-decisions.jsonl").read_text().splitlines()
+    assert len(records) == 3
+
+
+def test_demo_refuses_busy_ports(tmp_path: Path) -> None:
+    from router.demo import DEMO_PORTS
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", DEMO_PORTS["local"]))
+        taken.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "router.cli", "serve", "--demo", "--port", str(free_port())],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    assert "in use" in done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 __all__ = ["add_parser", "run"]
 
@@ -47,9 +48,13 @@ def run(args: argparse.Namespace) -> int:
             print(message)
         return 1
     if args.demo:
-        from router.demo import DEMO_PORTS, start_demo_upstreams
+        from router.demo import DEMO_PORTS, DemoPortsBusy, start_demo_upstreams
 
-        start_demo_upstreams()
+        try:
+            start_demo_upstreams()
+        except DemoPortsBusy as exc:
+            print(f"router serve --demo: {exc}", file=sys.stderr)
+            return 1
         log.warning(
             "demo_mode",
             upstreams={n: f"http://127.0.0.1:{p}/v1" for n, p in DEMO_PORTS.items()},
