@@ -13,12 +13,10 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
-import orjson
 import structlog
 from starlette.types import Message, Receive, Scope, Send
 
@@ -26,15 +24,19 @@ from router.budgets import Admission, BudgetLedger
 from router.cache import (
     CacheConfig,
     SemanticCache,
-    assemble_stream,
     build_cache,
     cache_mode,
     last_user_text,
-    replay_sse,
     scope_for,
 )
-from router.cache import (
-    Scope as CacheScope,
+from router.exchange import (
+    BACKGROUND,
+    CacheSlot,
+    Done,
+    Exchange,
+    relay_body,
+    relay_stream,
+    send_cached,
 )
 from router.features import Features
 from router.ingress.auth import tenant_for
@@ -56,69 +58,16 @@ from router.policy.decide import Decision, RequestFacts, decide
 from router.policy.loader import default_policy_path, load_policy
 from router.policy.model import BudgetConfig, Policy, RecordConfig, ScoringConfig
 from router.policy.reload import PolicyWatcher
-from router.upstreams.client import UpstreamClient, UpstreamFailure, UpstreamReply
+from router.responses import send_error, send_json, send_raw_error, wait_disconnect
+from router.upstreams.client import UpstreamClient, UpstreamFailure
 from router.upstreams.pool import TransportFactory, UpstreamPool
 from router.upstreams.shadow import ShadowResult, ShadowRunner
-from router.upstreams.sse import EventBuffer, event_data, payloads
-from router.upstreams.usage import Usage, answer_of, parse_json, usage_of
 
 __all__ = ["Router"]
 
 log = structlog.get_logger("router")
 
 PolicySource = Policy | str | Path | None
-
-
-class _Done(Exception):
-    """The response was sent; unwinds to the record step."""
-
-
-class _CacheSlot:
-    """Where a miss's answer goes once it is complete: the scope of the decided target."""
-
-    __slots__ = ("cache", "embedding", "prompt", "scope")
-
-    def __init__(
-        self, cache: SemanticCache, scope: CacheScope, prompt: str, embedding: Any
-    ) -> None:
-        self.cache, self.scope, self.prompt, self.embedding = cache, scope, prompt, embedding
-
-    def upstream_ok(self, reply: UpstreamReply) -> bool:
-        # Only the decided target's answer belongs in its scope, not a fallback's.
-        return reply.upstream.name == self.scope.upstream and reply.response.status_code == 200
-
-    def store(self, completion: dict[str, Any]) -> None:
-        task = asyncio.ensure_future(
-            self.cache.store(self.scope, self.prompt, self.embedding, completion)
-        )
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
-
-
-_BACKGROUND: set[asyncio.Task[None]] = set()
-
-
-@dataclass(slots=True)
-class _Exchange:
-    """One request on its way through: what the steps after `decide()` share."""
-
-    policy: Policy
-    request: ChatRequest
-    decision: Decision
-    record: DecisionRecord
-    t0: float
-    respond: Send
-    slot: _CacheSlot | None = None
-    finished: bool = False
-
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            self.finished = True
-        await self.respond(message)
-
-    def store(self, upstream: str, completion: dict[str, Any]) -> None:
-        if self.slot is not None and self.slot.scope.upstream == upstream:
-            self.slot.store(completion)
 
 
 class Router:
@@ -250,13 +199,13 @@ class Router:
         try:
             tenant_for(self.policy.auth, headers)
         except RouterError as exc:
-            await _send_error(send, exc, "")
+            await send_error(send, exc, "")
             return
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "hybrid-router"}
             for name in self.policy.models
         ]
-        await _send_json(send, 200, {"object": "list", "data": data}, [])
+        await send_json(send, 200, {"object": "list", "data": data}, [])
 
     async def feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Attach an outcome (a score or a label) to a request this router served."""
@@ -271,13 +220,13 @@ class Router:
                     f"No recent request with id '{item['request_id']}'.", code="request_not_found"
                 )
         except RouterError as exc:
-            await _send_error(send, exc, "")
+            await send_error(send, exc, "")
             return
         except ClientGone:
             return
         self.sink.emit({"kind": "feedback", "v": 1, "ts": time.time(), "tenant": tenant, **item})
         reply = {"object": "feedback", "request_id": item["request_id"], "status": "recorded"}
-        await _send_json(send, 200, reply, [])
+        await send_json(send, 200, reply, [])
 
     async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.started:
@@ -352,25 +301,25 @@ class Router:
             if decision.shadow is not None:
                 shadow_client = self.pool.clients.get(decision.shadow)
                 shadow_body = request.body
-            ex = _Exchange(policy, request, decision, record, t0, tracked)
+            ex = Exchange(policy, request, decision, record, t0, tracked)
             cached = await self._cache_lookup(ex, features, headers)
             if cached is not None:
-                await self._send_cached(ex, cached)
-                raise _Done
+                await send_cached(ex, cached)
+                raise Done
             await self._forward(ex, receive)
         except RouterError as exc:
             record.status, record.error = exc.status, exc.code or exc.type
-            await _send_error(tracked, exc, request_id)
+            await send_error(tracked, exc, request_id)
         except ClientGone:
             record.status, record.error = 499, "client_disconnected"
-        except _Done:
+        except Done:
             pass
         except Exception as exc:
             # A bug must still answer in the OpenAI format and leave a record.
             log.exception("internal_error", request_id=request_id)
             record.status, record.error = 500, type(exc).__name__
             if not started.is_set():
-                await _send_error(
+                await send_error(
                     send,
                     RouterError(
                         500, "Internal router error.", type_="api_error", code="internal_error"
@@ -405,7 +354,7 @@ class Router:
     # -- steps ---------------------------------------------------------------------
 
     async def _cache_lookup(
-        self, ex: _Exchange, features: Features | None, headers: dict[str, str]
+        self, ex: Exchange, features: Features | None, headers: dict[str, str]
     ) -> dict[str, Any] | None:
         """A cached completion; on a miss, `ex.slot` says where the answer will go."""
         request, decision, record = ex.request, ex.decision, ex.record
@@ -434,32 +383,8 @@ class Router:
             record.cache = "hit"
             return found.completion
         record.cache = "miss" if found.status == "miss" else "error"
-        ex.slot = _CacheSlot(cache, scope, prompt, embedding)
+        ex.slot = CacheSlot(cache, scope, prompt, embedding)
         return None
-
-    async def _send_cached(self, ex: _Exchange, completion: dict[str, Any]) -> None:
-        request, decision, record, send = ex.request, ex.decision, ex.record, ex.send
-        # A fresh id: clients may deduplicate on it, and this is a new response.
-        completion = {
-            **completion,
-            "id": f"chatcmpl-cache-{record.request_id}",
-            "created": int(time.time()),
-        }
-        record.route, record.status = "cache", 200
-        record.tokens_in, record.tokens_out, record.cost_usd = 0, 0, 0.0
-        record.overhead_ms = round((time.perf_counter() - ex.t0) * 1000, 3)
-        if ex.policy.record.prompts:
-            record.answer = answer_of(completion)
-        if request.stream:
-            body = b"".join(replay_sse(completion, include_usage=request.include_usage))
-            headers = self._response_headers(record, decision, b"text/event-stream")
-            headers.append((b"cache-control", b"no-cache"))
-        else:
-            body = orjson.dumps(completion)
-            headers = self._response_headers(record, decision, b"application/json")
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
     def _remember(self, request_id: str, tenant: str) -> None:
         self.recent[request_id] = tenant
@@ -515,7 +440,7 @@ class Router:
             record.prompt = prompt_text(request.messages)
         return features
 
-    async def _forward(self, ex: _Exchange, receive: Receive) -> None:
+    async def _forward(self, ex: Exchange, receive: Receive) -> None:
         """Try the decision's targets in order, then relay the first that answers.
 
         A watcher on `receive` cancels this task when the client disconnects, so
@@ -528,7 +453,7 @@ class Router:
 
         async def watch() -> None:
             nonlocal gone
-            await _wait_disconnect(receive)
+            await wait_disconnect(receive)
             # After the last body message the server reports a disconnect too:
             # that is the normal end, not a client leaving.
             if not ex.finished:
@@ -547,7 +472,7 @@ class Router:
         finally:
             watcher.cancel()
 
-    async def _attempt(self, ex: _Exchange) -> None:
+    async def _attempt(self, ex: Exchange) -> None:
         request, record = ex.request, ex.record
         deadline_base = time.perf_counter()
         body = request.body
@@ -575,8 +500,8 @@ class Router:
                 if failure.kind == "client_error":
                     record.route, record.upstream_model = name, client.config.model
                     record.status, record.error = failure.status or 400, "upstream_client_error"
-                    await _send_raw_error(ex.send, failure, record)
-                    raise _Done from None
+                    await send_raw_error(ex.send, failure, record)
+                    raise Done from None
                 failures.append(failure)
                 record.tried.append(name)
                 FALLBACKS.labels(name, failure.kind).inc()
@@ -593,162 +518,15 @@ class Router:
             record.route, record.upstream_model = name, client.config.model
             record.ttfb_ms = round((reply.headers_at - ex.t0) * 1000, 3)
             if request.stream:
-                await self._relay_stream(ex, reply, upstream_s, added_usage, deadline)
+                await relay_stream(ex, reply, upstream_s, added_usage, deadline)
             else:
-                await self._relay_body(ex, reply, upstream_s, deadline)
-            raise _Done
+                await relay_body(ex, reply, upstream_s, deadline)
+            raise Done
         detail = (
             "; ".join(f"{f.upstream}: {f.detail}" for f in failures) or "no upstream configured"
         )
         record.error = failures[-1].kind if failures else "no_upstream"
         raise RouterError.upstream(f"All upstreams failed ({detail}).")
-
-    def _response_headers(
-        self, record: DecisionRecord, decision: Decision, content_type: bytes
-    ) -> list[tuple[bytes, bytes]]:
-        headers = [
-            (b"content-type", content_type),
-            (b"x-router-request-id", record.request_id.encode()),
-            (b"x-router-route", (record.route or "").encode()),
-            (b"x-router-rule", decision.rule.encode()),
-            # A failing store reads as a miss to the client; the record says "error".
-            (b"x-router-cache", b"miss" if record.cache == "error" else record.cache.encode()),
-            (b"x-router-overhead-ms", f"{record.overhead_ms or 0:.3f}".encode()),
-        ]
-        if record.score is not None:
-            headers.append((b"x-router-score", f"{record.score:.4f}".encode()))
-        return headers
-
-    async def _relay_body(
-        self, ex: _Exchange, reply: UpstreamReply, upstream_s: float, deadline: float
-    ) -> None:
-        record = ex.record
-        began = time.perf_counter()
-        try:
-            async with asyncio.timeout(max(deadline - began, 0.001)):
-                raw = await reply.response.aread()
-        except (TimeoutError, httpx.HTTPError) as exc:
-            await reply.aclose()
-            raise RouterError.upstream(
-                f"{reply.upstream.name}: the answer broke off ({type(exc).__name__})."
-            ) from None
-        now = time.perf_counter()
-        upstream_s += now - began
-        record.upstream_ms = round(upstream_s * 1000, 3)
-        record.overhead_ms = round(max(now - ex.t0 - upstream_s, 0.0) * 1000, 3)
-        data = parse_json(raw)
-        if data is not None:
-            _note_usage(record, reply.upstream, usage_of(data))
-            if ex.policy.record.prompts:
-                record.answer = answer_of(data)
-            if reply.response.status_code == 200:
-                ex.store(reply.upstream.name, data)
-        record.status = reply.response.status_code
-        content_type = reply.response.headers.get("content-type", "application/json").encode()
-        headers = self._response_headers(record, ex.decision, content_type)
-        headers.append((b"content-length", str(len(raw)).encode()))
-        await ex.send({"type": "http.response.start", "status": record.status, "headers": headers})
-        await ex.send({"type": "http.response.body", "body": raw})
-
-    async def _relay_stream(
-        self,
-        ex: _Exchange,
-        reply: UpstreamReply,
-        upstream_s: float,
-        drop_usage: bool,
-        deadline: float,
-    ) -> None:
-        record, send = ex.record, ex.send
-        record.overhead_ms = round(max(time.perf_counter() - ex.t0 - upstream_s, 0.0) * 1000, 3)
-        record.status = reply.response.status_code
-        content_type = reply.response.headers.get("content-type", "text/event-stream").encode()
-        headers = self._response_headers(record, ex.decision, content_type)
-        headers.append((b"cache-control", b"no-cache"))
-        await send({"type": "http.response.start", "status": record.status, "headers": headers})
-        buffer = EventBuffer()
-        keep_text = ex.policy.record.prompts
-        slot = ex.slot
-        kept: list[bytes] | None = [] if slot is not None and slot.upstream_ok(reply) else None
-        parts: list[str] = []
-        saw_done = False
-        began = time.perf_counter()
-        try:
-            async with asyncio.timeout(max(deadline - began, 0.001)):
-                async for chunk in reply.response.aiter_raw():
-                    events = buffer.feed(chunk)
-                    if not events:
-                        continue
-                    if b"[DONE]" in events:
-                        saw_done = True
-                    if kept is not None:
-                        kept.append(events)
-                    if keep_text or b'"prompt_tokens"' in events:
-                        events = self._inspect(
-                            events, record, reply.upstream, parts, drop_usage, keep_text
-                        )
-                        if not events:
-                            continue
-                    await send({"type": "http.response.body", "body": events, "more_body": True})
-        except (TimeoutError, httpx.HTTPError) as exc:
-            record.error = "stream_cut"
-            log.warning(
-                "upstream_stream_cut",
-                upstream=reply.upstream.name,
-                error=type(exc).__name__,
-                request_id=record.request_id,
-            )
-        finally:
-            await reply.aclose()
-        record.upstream_ms = round((upstream_s + time.perf_counter() - began) * 1000, 3)
-        if not saw_done and record.error is None:
-            record.error = "stream_cut"
-        if record.error == "stream_cut":
-            # Tell the client the answer is incomplete rather than ending silently:
-            # the OpenAI SDKs raise on an `error` event.
-            error = {
-                "error": {
-                    "message": f"{reply.upstream.name}: the stream broke off.",
-                    "type": "api_error",
-                    "code": "stream_cut",
-                    "param": None,
-                }
-            }
-            tail = b"data: " + orjson.dumps(error) + b"\n\n"
-            await send({"type": "http.response.body", "body": tail, "more_body": True})
-        if keep_text:
-            record.answer = "".join(parts)
-        await send({"type": "http.response.body", "body": b""})
-        if kept is not None and record.error is None:
-            completion = assemble_stream(list(payloads(b"".join(kept))))
-            if completion is not None:
-                ex.store(reply.upstream.name, completion)
-
-    @staticmethod
-    def _inspect(
-        events: bytes,
-        record: DecisionRecord,
-        upstream: UpstreamClient,
-        parts: list[str],
-        drop_usage: bool,
-        keep_text: bool,
-    ) -> bytes:
-        kept: list[bytes] = []
-        for event in events.split(b"\n\n")[:-1]:
-            payload = next(payloads(event), None)
-            data = event_data(payload) if payload is not None else None
-            if data is not None:
-                usage = usage_of(data)
-                if usage is not None:
-                    _note_usage(record, upstream, usage)
-                    if drop_usage and not data.get("choices"):
-                        continue
-                if keep_text:
-                    for choice in data.get("choices") or ():
-                        delta = choice.get("delta") if isinstance(choice, dict) else None
-                        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                            parts.append(delta["content"])
-            kept.append(event + b"\n\n")
-        return b"".join(kept)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -764,67 +542,8 @@ def _note_decision(record: DecisionRecord, decision: Decision) -> None:
     record.rollout, record.shadow = decision.rollout, decision.shadow
 
 
-def _note_usage(record: DecisionRecord, upstream: UpstreamClient, usage: Usage | None) -> None:
-    if usage is None:
-        return
-    record.tokens_in, record.tokens_out = usage.tokens_in, usage.tokens_out
-    if usage.tokens_in is not None and usage.tokens_out is not None:
-        record.cost_usd = round(upstream.config.price.cost(usage.tokens_in, usage.tokens_out), 8)
-
-
 def _breaker_gauge(client: UpstreamClient) -> None:
     BREAKER_OPEN.labels(client.name).set(1 if client.breaker.state == "open" else 0)
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _send_json(
-    send: Send, status: int, data: object, headers: list[tuple[bytes, bytes]]
-) -> None:
-    raw = orjson.dumps(data)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(raw)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": raw})
-
-
-async def _send_error(send: Send, exc: RouterError, request_id: str) -> None:
-    raw = exc.body()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(raw)).encode()),
-    ]
-    if request_id:
-        headers.append((b"x-router-request-id", request_id.encode()))
-    headers.extend((k.encode(), v.encode()) for k, v in exc.headers.items())
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": raw})
-
-
-async def _send_raw_error(send: Send, failure: UpstreamFailure, record: DecisionRecord) -> None:
-    """Relay an upstream's own 4xx: the request was at fault, and its message says why."""
-    raw = failure.body or b""
-    if parse_json(raw) is None:
-        raw = RouterError(failure.status or 400, failure.detail).body()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(raw)).encode()),
-        (b"x-router-request-id", record.request_id.encode()),
-        (b"x-router-route", failure.upstream.encode()),
-    ]
-    await send({"type": "http.response.start", "status": failure.status or 400, "headers": headers})
-    await send({"type": "http.response.body", "body": raw})
 
 
 def _make_sink(config: RecordConfig) -> Sink:
@@ -838,6 +557,6 @@ def _make_sink(config: RecordConfig) -> Sink:
 def _close_later(closing: Coroutine[Any, Any, None]) -> None:
     """Close what a reload replaced, without making the reload wait for it."""
     task = asyncio.ensure_future(closing)
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
+    BACKGROUND.add(task)
+    task.add_done_callback(BACKGROUND.discard)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())

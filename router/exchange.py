@@ -1,0 +1,276 @@
+"""One request after its decision: the cache slot, the relay of an upstream answer.
+
+`Exchange` carries what the steps after `decide()` share; `relay_body` and
+`relay_stream` pass an upstream's answer to the client (events as they arrive,
+never buffered), note usage and cost, and hand complete answers to the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import structlog
+from starlette.types import Message, Send
+
+from router.cache import Scope as CacheScope
+from router.cache import SemanticCache, assemble_stream, replay_sse
+from router.ingress.errors import RouterError
+from router.ingress.request import ChatRequest
+from router.outcomes.record import DecisionRecord
+from router.policy.decide import Decision
+from router.policy.model import Policy
+from router.upstreams.client import UpstreamClient, UpstreamReply
+from router.upstreams.sse import EventBuffer, event_data, payloads
+from router.upstreams.usage import Usage, answer_of, parse_json, usage_of
+
+__all__ = [
+    "BACKGROUND",
+    "CacheSlot",
+    "Done",
+    "Exchange",
+    "note_usage",
+    "relay_body",
+    "relay_stream",
+    "send_cached",
+]
+
+log = structlog.get_logger("router")
+
+
+class Done(Exception):
+    """The response was sent; unwinds to the record step."""
+
+
+class CacheSlot:
+    """Where a miss's answer goes once it is complete: the scope of the decided target."""
+
+    __slots__ = ("cache", "embedding", "prompt", "scope")
+
+    def __init__(
+        self, cache: SemanticCache, scope: CacheScope, prompt: str, embedding: Any
+    ) -> None:
+        self.cache, self.scope, self.prompt, self.embedding = cache, scope, prompt, embedding
+
+    def upstream_ok(self, reply: UpstreamReply) -> bool:
+        # Only the decided target's answer belongs in its scope, not a fallback's.
+        return reply.upstream.name == self.scope.upstream and reply.response.status_code == 200
+
+    def store(self, completion: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(
+            self.cache.store(self.scope, self.prompt, self.embedding, completion)
+        )
+        BACKGROUND.add(task)
+        task.add_done_callback(BACKGROUND.discard)
+
+
+BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request on its way through: what the steps after `decide()` share."""
+
+    policy: Policy
+    request: ChatRequest
+    decision: Decision
+    record: DecisionRecord
+    t0: float
+    respond: Send
+    slot: CacheSlot | None = None
+    finished: bool = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.finished = True
+        await self.respond(message)
+
+    def store(self, upstream: str, completion: dict[str, Any]) -> None:
+        if self.slot is not None and self.slot.scope.upstream == upstream:
+            self.slot.store(completion)
+
+
+async def send_cached(ex: Exchange, completion: dict[str, Any]) -> None:
+    request, decision, record, send = ex.request, ex.decision, ex.record, ex.send
+    # A fresh id: clients may deduplicate on it, and this is a new response.
+    completion = {
+        **completion,
+        "id": f"chatcmpl-cache-{record.request_id}",
+        "created": int(time.time()),
+    }
+    record.route, record.status = "cache", 200
+    record.tokens_in, record.tokens_out, record.cost_usd = 0, 0, 0.0
+    record.overhead_ms = round((time.perf_counter() - ex.t0) * 1000, 3)
+    if ex.policy.record.prompts:
+        record.answer = answer_of(completion)
+    if request.stream:
+        body = b"".join(replay_sse(completion, include_usage=request.include_usage))
+        headers = response_headers(record, decision, b"text/event-stream")
+        headers.append((b"cache-control", b"no-cache"))
+    else:
+        body = orjson.dumps(completion)
+        headers = response_headers(record, decision, b"application/json")
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def response_headers(
+    record: DecisionRecord, decision: Decision, content_type: bytes
+) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"content-type", content_type),
+        (b"x-router-request-id", record.request_id.encode()),
+        (b"x-router-route", (record.route or "").encode()),
+        (b"x-router-rule", decision.rule.encode()),
+        # A failing store reads as a miss to the client; the record says "error".
+        (b"x-router-cache", b"miss" if record.cache == "error" else record.cache.encode()),
+        (b"x-router-overhead-ms", f"{record.overhead_ms or 0:.3f}".encode()),
+    ]
+    if record.score is not None:
+        headers.append((b"x-router-score", f"{record.score:.4f}".encode()))
+    return headers
+
+
+async def relay_body(
+    ex: Exchange, reply: UpstreamReply, upstream_s: float, deadline: float
+) -> None:
+    record = ex.record
+    began = time.perf_counter()
+    try:
+        async with asyncio.timeout(max(deadline - began, 0.001)):
+            raw = await reply.response.aread()
+    except (TimeoutError, httpx.HTTPError) as exc:
+        await reply.aclose()
+        raise RouterError.upstream(
+            f"{reply.upstream.name}: the answer broke off ({type(exc).__name__})."
+        ) from None
+    now = time.perf_counter()
+    upstream_s += now - began
+    record.upstream_ms = round(upstream_s * 1000, 3)
+    record.overhead_ms = round(max(now - ex.t0 - upstream_s, 0.0) * 1000, 3)
+    data = parse_json(raw)
+    if data is not None:
+        note_usage(record, reply.upstream, usage_of(data))
+        if ex.policy.record.prompts:
+            record.answer = answer_of(data)
+        if reply.response.status_code == 200:
+            ex.store(reply.upstream.name, data)
+    record.status = reply.response.status_code
+    content_type = reply.response.headers.get("content-type", "application/json").encode()
+    headers = response_headers(record, ex.decision, content_type)
+    headers.append((b"content-length", str(len(raw)).encode()))
+    await ex.send({"type": "http.response.start", "status": record.status, "headers": headers})
+    await ex.send({"type": "http.response.body", "body": raw})
+
+
+async def relay_stream(
+    ex: Exchange,
+    reply: UpstreamReply,
+    upstream_s: float,
+    drop_usage: bool,
+    deadline: float,
+) -> None:
+    record, send = ex.record, ex.send
+    record.overhead_ms = round(max(time.perf_counter() - ex.t0 - upstream_s, 0.0) * 1000, 3)
+    record.status = reply.response.status_code
+    content_type = reply.response.headers.get("content-type", "text/event-stream").encode()
+    headers = response_headers(record, ex.decision, content_type)
+    headers.append((b"cache-control", b"no-cache"))
+    await send({"type": "http.response.start", "status": record.status, "headers": headers})
+    buffer = EventBuffer()
+    keep_text = ex.policy.record.prompts
+    slot = ex.slot
+    kept: list[bytes] | None = [] if slot is not None and slot.upstream_ok(reply) else None
+    parts: list[str] = []
+    saw_done = False
+    began = time.perf_counter()
+    try:
+        async with asyncio.timeout(max(deadline - began, 0.001)):
+            async for chunk in reply.response.aiter_raw():
+                events = buffer.feed(chunk)
+                if not events:
+                    continue
+                if b"[DONE]" in events:
+                    saw_done = True
+                if kept is not None:
+                    kept.append(events)
+                if keep_text or b'"prompt_tokens"' in events:
+                    events = inspect_events(
+                        events, record, reply.upstream, parts, drop_usage, keep_text
+                    )
+                    if not events:
+                        continue
+                await send({"type": "http.response.body", "body": events, "more_body": True})
+    except (TimeoutError, httpx.HTTPError) as exc:
+        record.error = "stream_cut"
+        log.warning(
+            "upstream_stream_cut",
+            upstream=reply.upstream.name,
+            error=type(exc).__name__,
+            request_id=record.request_id,
+        )
+    finally:
+        await reply.aclose()
+    record.upstream_ms = round((upstream_s + time.perf_counter() - began) * 1000, 3)
+    if not saw_done and record.error is None:
+        record.error = "stream_cut"
+    if record.error == "stream_cut":
+        # Tell the client the answer is incomplete rather than ending silently:
+        # the OpenAI SDKs raise on an `error` event.
+        error = {
+            "error": {
+                "message": f"{reply.upstream.name}: the stream broke off.",
+                "type": "api_error",
+                "code": "stream_cut",
+                "param": None,
+            }
+        }
+        tail = b"data: " + orjson.dumps(error) + b"\n\n"
+        await send({"type": "http.response.body", "body": tail, "more_body": True})
+    if keep_text:
+        record.answer = "".join(parts)
+    await send({"type": "http.response.body", "body": b""})
+    if kept is not None and record.error is None:
+        completion = assemble_stream(list(payloads(b"".join(kept))))
+        if completion is not None:
+            ex.store(reply.upstream.name, completion)
+
+
+def inspect_events(
+    events: bytes,
+    record: DecisionRecord,
+    upstream: UpstreamClient,
+    parts: list[str],
+    drop_usage: bool,
+    keep_text: bool,
+) -> bytes:
+    kept: list[bytes] = []
+    for event in events.split(b"\n\n")[:-1]:
+        payload = next(payloads(event), None)
+        data = event_data(payload) if payload is not None else None
+        if data is not None:
+            usage = usage_of(data)
+            if usage is not None:
+                note_usage(record, upstream, usage)
+                if drop_usage and not data.get("choices"):
+                    continue
+            if keep_text:
+                for choice in data.get("choices") or ():
+                    delta = choice.get("delta") if isinstance(choice, dict) else None
+                    if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                        parts.append(delta["content"])
+        kept.append(event + b"\n\n")
+    return b"".join(kept)
+
+
+def note_usage(record: DecisionRecord, upstream: UpstreamClient, usage: Usage | None) -> None:
+    if usage is None:
+        return
+    record.tokens_in, record.tokens_out = usage.tokens_in, usage.tokens_out
+    if usage.tokens_in is not None and usage.tokens_out is not None:
+        record.cost_usd = round(upstream.config.price.cost(usage.tokens_in, usage.tokens_out), 8)

@@ -1,0 +1,64 @@
+"""Small ASGI responses in the OpenAI format, and the disconnect wait."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.types import Receive, Send
+
+from router.ingress.errors import RouterError
+from router.outcomes.record import DecisionRecord
+from router.upstreams.client import UpstreamFailure
+from router.upstreams.usage import parse_json
+
+__all__ = ["send_error", "send_json", "send_raw_error", "wait_disconnect"]
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def send_json(
+    send: Send, status: int, data: object, headers: list[tuple[bytes, bytes]]
+) -> None:
+    raw = orjson.dumps(data)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(raw)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw})
+
+
+async def send_error(send: Send, exc: RouterError, request_id: str) -> None:
+    raw = exc.body()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(raw)).encode()),
+    ]
+    if request_id:
+        headers.append((b"x-router-request-id", request_id.encode()))
+    headers.extend((k.encode(), v.encode()) for k, v in exc.headers.items())
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": raw})
+
+
+async def send_raw_error(send: Send, failure: UpstreamFailure, record: DecisionRecord) -> None:
+    """Relay an upstream's own 4xx: the request was at fault, and its message says why."""
+    raw = failure.body or b""
+    if parse_json(raw) is None:
+        raw = RouterError(failure.status or 400, failure.detail).body()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(raw)).encode()),
+        (b"x-router-request-id", record.request_id.encode()),
+        (b"x-router-route", failure.upstream.encode()),
+    ]
+    await send({"type": "http.response.start", "status": failure.status or 400, "headers": headers})
+    await send({"type": "http.response.body", "body": raw})
