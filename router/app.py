@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from router.ingress.errors import RouterError
 from router.pipeline import PolicySource, Router
 from router.policy.model import Policy, ScoringConfig
+from router.responses import send_bytes, send_error, send_json
 from router.upstreams.pool import TransportFactory
 
 __all__ = ["RouterMiddleware", "create_app"]
@@ -93,20 +93,7 @@ class RouterMiddleware:
             handler = getattr(self.router, route[1])
             await handler(scope, receive, send)
             return
-        await _send(send, error.status, error.body(), error.headers)
-
-
-async def _send(
-    send: Send,
-    status: int,
-    body: bytes,
-    extra: dict[str, str] | None = None,
-    content_type: bytes = b"application/json",
-) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    headers.extend((k.encode(), v.encode()) for k, v in (extra or {}).items())
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        await send_error(send, error)
 
 
 def _metrics() -> bytes:
@@ -139,14 +126,14 @@ class _Operations:
             return
         path, method = scope["path"], scope["method"]
         if method in ("GET", "HEAD") and path == "/healthz":
-            await _send(send, 200, b'{"status":"ok"}')
+            await send_bytes(send, 200, b'{"status":"ok"}')
         elif method in ("GET", "HEAD") and path == "/readyz":
             await self._ready(send)
         elif method == "GET" and path == "/metrics":
-            await _send(send, 200, _metrics(), content_type=CONTENT_TYPE_LATEST.encode())
+            await send_bytes(send, 200, _metrics(), content_type=CONTENT_TYPE_LATEST.encode())
         else:
             error = RouterError.not_found(f"Unknown endpoint: {method} {path}.")
-            await _send(send, 404, error.body())
+            await send_error(send, error)
 
     async def _ready(self, send: Send) -> None:
         router = self.router
@@ -170,7 +157,7 @@ class _Operations:
             },
             "demo": policy.demo,
         }
-        await _send(send, 200 if body["status"] == "ready" else 503, json.dumps(body).encode())
+        await send_json(send, 200 if body["status"] == "ready" else 503, body)
 
 
 def create_app(

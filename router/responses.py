@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 from starlette.types import Receive, Send
 
@@ -10,7 +12,7 @@ from router.outcomes.record import DecisionRecord
 from router.upstreams.client import UpstreamFailure
 from router.upstreams.usage import parse_json
 
-__all__ = ["send_error", "send_json", "send_raw_error", "wait_disconnect"]
+__all__ = ["send_bytes", "send_error", "send_json", "send_raw_error", "wait_disconnect"]
 
 
 async def wait_disconnect(receive: Receive) -> None:
@@ -18,35 +20,41 @@ async def wait_disconnect(receive: Receive) -> None:
         pass
 
 
-async def send_json(
-    send: Send, status: int, data: object, headers: list[tuple[bytes, bytes]]
+async def send_bytes(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    content_type: bytes = b"application/json",
 ) -> None:
-    raw = orjson.dumps(data)
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(raw)).encode()),
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
                 *headers,
             ],
         }
     )
-    await send({"type": "http.response.body", "body": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, exc: RouterError, request_id: str) -> None:
-    raw = exc.body()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(raw)).encode()),
-    ]
+async def send_json(
+    send: Send,
+    status: int,
+    data: object,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    await send_bytes(send, status, orjson.dumps(data), headers)
+
+
+async def send_error(send: Send, exc: RouterError, request_id: str = "") -> None:
+    headers = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
     if request_id:
         headers.append((b"x-router-request-id", request_id.encode()))
-    headers.extend((k.encode(), v.encode()) for k, v in exc.headers.items())
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": raw})
+    await send_bytes(send, exc.status, exc.body(), headers)
 
 
 async def send_raw_error(send: Send, failure: UpstreamFailure, record: DecisionRecord) -> None:
@@ -55,10 +63,7 @@ async def send_raw_error(send: Send, failure: UpstreamFailure, record: DecisionR
     if parse_json(raw) is None:
         raw = RouterError(failure.status or 400, failure.detail).body()
     headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(raw)).encode()),
         (b"x-router-request-id", record.request_id.encode()),
         (b"x-router-route", failure.upstream.encode()),
     ]
-    await send({"type": "http.response.start", "status": failure.status or 400, "headers": headers})
-    await send({"type": "http.response.body", "body": raw})
+    await send_bytes(send, failure.status or 400, raw, headers)
