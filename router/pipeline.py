@@ -59,6 +59,7 @@ from router.policy.loader import default_policy_path, load_policy
 from router.policy.model import BudgetConfig, Policy, RecordConfig, ScoringConfig
 from router.policy.reload import PolicyWatcher
 from router.responses import send_error, send_json, send_raw_error, wait_disconnect
+from router.scoring.text import prompt_text
 from router.upstreams.client import UpstreamClient, UpstreamFailure
 from router.upstreams.pool import TransportFactory, UpstreamPool
 from router.upstreams.shadow import ShadowResult, ShadowRunner
@@ -271,6 +272,7 @@ class Router:
                 )
             if policy.record.prompts:
                 record.messages = request.messages
+                record.prompt = prompt_text(request.messages)  # what the classifier scores
             record.conversation = request.conversation_key
             if policy.record.headers:
                 kept = {h: headers[h] for h in policy.record.headers if h in headers}
@@ -426,18 +428,12 @@ class Router:
         if scorer is None:
             features = Features(error="classifier unavailable")
         else:
-            from router.scoring import prompt_text
-
-            features = await scorer.score(prompt_text(request.messages))
+            features = await scorer.score(record.prompt or prompt_text(request.messages))
         if features.error:
             SCORING_ERRORS.inc()
             record.score_error = features.error
         else:
             record.score = None if features.score is None else round(features.score, 6)
-        if policy.record.prompts:
-            from router.scoring import prompt_text
-
-            record.prompt = prompt_text(request.messages)
         return features
 
     async def _forward(self, ex: Exchange, receive: Receive) -> None:

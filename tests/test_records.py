@@ -44,6 +44,7 @@ def test_one_record_per_request_with_outcome(make_stack) -> None:  # type: ignor
     assert plain["latency_ms"] >= plain["upstream_ms"] > 0
     assert plain["overhead_ms"] >= 0 and plain["ttfb_ms"] > 0
     assert plain["messages"] == [{"role": "user", "content": "first"}]
+    assert plain["prompt"] == "first"  # recorded for replay even without scoring
     assert plain["answer"].startswith("[DEMO local model]")
     assert streamed["stream"] is True and streamed["route"] == "cloud"
     assert streamed["answer"].startswith("[DEMO cloud model]") and streamed["cost_usd"] > 0
