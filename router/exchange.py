@@ -216,6 +216,11 @@ async def relay_stream(
         )
     finally:
         await reply.aclose()
+    rest = buffer.pending
+    if rest.strip() and record.error is None:
+        # An upstream that ends its last event without the blank line: pass it on.
+        saw_done = saw_done or b"[DONE]" in rest
+        await send({"type": "http.response.body", "body": rest + b"\n\n", "more_body": True})
     record.upstream_ms = round((upstream_s + time.perf_counter() - began) * 1000, 3)
     if not saw_done and record.error is None:
         record.error = "stream_cut"

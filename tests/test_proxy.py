@@ -124,3 +124,30 @@ def test_health_ready_metrics(stack: Stack) -> None:
     client(stack).chat.completions.create(model="auto", messages=[{"role": "user", "content": "m"}])
     metrics = httpx.get(f"{stack.url}/metrics").text
     assert 'router_requests_total{route="local",rule="default",status="200"}' in metrics
+
+
+def test_stream_whose_last_event_lacks_the_blank_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json as _json
+
+    from conftest import policy_text
+    from servers import serve
+
+    from router.app import create_app
+
+    async def terse(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                 "choices": [{"index": 0, "delta": {"content": "terse"}, "finish_reason": "stop"}]}
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: " + _json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n"})
+
+    with serve(terse, lifespan="off") as up:
+        path = tmp_path / "p.yaml"
+        path.write_text(policy_text(up, up, tmp_path / "r.jsonl"))
+        with serve(create_app(str(path), scorer_factory=None)) as url:
+            c = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+            stream = c.chat.completions.create(model="auto", stream=True, messages=[{"role": "user", "content": "x"}])
+            assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == "terse"
