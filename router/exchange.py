@@ -25,7 +25,7 @@ from router.outcomes.record import DecisionRecord
 from router.policy.decide import Decision
 from router.policy.model import Policy
 from router.upstreams.client import UpstreamClient, UpstreamReply
-from router.upstreams.sse import EventBuffer, event_data, payloads
+from router.upstreams.sse import EventBuffer, event_data, payloads, split_events
 from router.upstreams.usage import Usage, answer_of, parse_json, usage_of
 
 __all__ = [
@@ -255,7 +255,7 @@ def inspect_events(
     keep_text: bool,
 ) -> bytes:
     kept: list[bytes] = []
-    for event in events.split(b"\n\n")[:-1]:
+    for event in split_events(events):
         payload = next(payloads(event), None)
         data = event_data(payload) if payload is not None else None
         if data is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import openai
@@ -126,7 +127,8 @@ def test_health_ready_metrics(stack: Stack) -> None:
     assert 'router_requests_total{route="local",rule="default",status="200"}' in metrics
 
 
-def test_stream_whose_last_event_lacks_the_blank_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("sep", ["lf-no-final-blank", "crlf"])
+def test_streams_with_unusual_event_framing(tmp_path, sep: str) -> None:  # type: ignore[no-untyped-def]
     import json as _json
 
     from conftest import policy_text
@@ -134,20 +136,36 @@ def test_stream_whose_last_event_lacks_the_blank_line(tmp_path) -> None:  # type
 
     from router.app import create_app
 
-    async def terse(scope, receive, send):  # type: ignore[no-untyped-def]
+    def event(data: dict) -> bytes:  # type: ignore[type-arg]
+        return b"data: " + _json.dumps(data).encode() + (b"\r\n\r\n" if sep == "crlf" else b"\n\n")
+
+    base = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    body = event({**base, "choices": [{"index": 0, "delta": {"content": "ter"}, "finish_reason": None}]})
+    body += event({**base, "choices": [{"index": 0, "delta": {"content": "se"}, "finish_reason": "stop"}]})
+    body += event({**base, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+    body += b"data: [DONE]\r\n\r\n" if sep == "crlf" else b"data: [DONE]\n"
+
+    async def upstream(scope, receive, send):  # type: ignore[no-untyped-def]
         if scope["type"] != "http":
             return
         while (await receive()).get("more_body"):
             pass
-        chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                 "choices": [{"index": 0, "delta": {"content": "terse"}, "finish_reason": "stop"}]}
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-        await send({"type": "http.response.body", "body": b"data: " + _json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n"})
+        for i in range(0, len(body), 7):  # arbitrary TCP-ish cuts
+            await send({"type": "http.response.body", "body": body[i : i + 7], "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
-    with serve(terse, lifespan="off") as up:
+    with serve(upstream, lifespan="off") as up:
         path = tmp_path / "p.yaml"
-        path.write_text(policy_text(up, up, tmp_path / "r.jsonl"))
-        with serve(create_app(str(path), scorer_factory=None)) as url:
+        records = tmp_path / "r.jsonl"
+        path.write_text(policy_text(up, up, records))
+        app = create_app(str(path), scorer_factory=None)
+        with serve(app) as url:
             c = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
-            stream = c.chat.completions.create(model="auto", stream=True, messages=[{"role": "user", "content": "x"}])
-            assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == "terse"
+            chunks = list(c.chat.completions.create(model="auto", stream=True, messages=[{"role": "user", "content": "x"}]))
+            assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "terse"
+            assert all(ch.usage is None for ch in chunks)  # the usage we asked for is not relayed
+            time.sleep(0.2)
+            app.router.sink.flush()
+    record = _json.loads(records.read_text().splitlines()[-1])
+    assert (record["tokens_in"], record["tokens_out"], record["error"]) == (3, 2, None)

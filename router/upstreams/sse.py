@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["EventBuffer", "event_data", "payloads"]
+__all__ = ["EventBuffer", "event_data", "payloads", "split_events"]
 
 
 class EventBuffer:
@@ -22,20 +22,31 @@ class EventBuffer:
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._rest + chunk if self._rest else chunk
-        end = data.rfind(b"\n\n")
-        if end < 0:
+        end = data.rfind(b"\n\n") + 2
+        if b"\r" in data:  # SSE allows CRLF line ends too
+            end = max(end, data.rfind(b"\r\n\r\n") + 4, data.rfind(b"\r\r") + 2)
+        if end < 2:
             self._rest = data
             return b""
-        self._rest = data[end + 2 :]
-        return data[: end + 2]
+        self._rest = data[end:]
+        return data[:end]
 
     @property
     def pending(self) -> bytes:
         return self._rest
 
 
+def split_events(events: bytes) -> list[bytes]:
+    """Complete events (without their blank line) of a block that `feed` returned."""
+    if b"\r" in events:
+        events = events.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return events.split(b"\n\n")[:-1]
+
+
 def payloads(events: bytes) -> Iterator[bytes]:
     """The `data:` payload of each event in a block of complete events."""
+    if b"\r" in events:
+        events = events.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     for event in events.split(b"\n\n"):
         for line in event.split(b"\n"):
             if line.startswith(b"data:"):
