@@ -165,7 +165,21 @@ def test_streams_with_unusual_event_framing(tmp_path, sep: str) -> None:  # type
             chunks = list(c.chat.completions.create(model="auto", stream=True, messages=[{"role": "user", "content": "x"}]))
             assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "terse"
             assert all(ch.usage is None for ch in chunks)  # the usage we asked for is not relayed
-            time.sleep(0.2)
+            deadline = time.time() + 5
+            while app.router.in_flight and time.time() < deadline:
+                time.sleep(0.01)
             app.router.sink.flush()
     record = _json.loads(records.read_text().splitlines()[-1])
     assert (record["tokens_in"], record["tokens_out"], record["error"]) == (3, 2, None)
+
+
+def test_event_buffer_cuts_only_at_event_boundaries() -> None:
+    from router.upstreams.sse import EventBuffer
+
+    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        stream = b"".join(b"data: {\"n\": %d}" % i + sep for i in range(20)) + b"data: [DONE]" + sep
+        for size in (1, 2, 3, 5, 7, 64):
+            buffer = EventBuffer()
+            out = [buffer.feed(stream[i : i + size]) for i in range(0, len(stream), size)]
+            assert b"".join(out) == stream and buffer.pending == b""
+            assert all(block == b"" or block.endswith(sep) for block in out)

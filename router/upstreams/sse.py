@@ -22,10 +22,10 @@ class EventBuffer:
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._rest + chunk if self._rest else chunk
-        end = data.rfind(b"\n\n") + 2
-        if b"\r" in data:  # SSE allows CRLF line ends too
-            end = max(end, data.rfind(b"\r\n\r\n") + 4, data.rfind(b"\r\r") + 2)
-        if end < 2:
+        end = _after(data, b"\n\n")
+        if b"\r" in data:  # SSE allows CRLF and CR line ends too
+            end = max(end, _after(data, b"\r\n\r\n"), _after(data, b"\r\r"))
+        if end == 0:
             self._rest = data
             return b""
         self._rest = data[end:]
@@ -34,6 +34,12 @@ class EventBuffer:
     @property
     def pending(self) -> bytes:
         return self._rest
+
+
+def _after(data: bytes, boundary: bytes) -> int:
+    """The index just past the last `boundary` in `data`, or 0."""
+    at = data.rfind(boundary)
+    return at + len(boundary) if at >= 0 else 0
 
 
 def split_events(events: bytes) -> list[bytes]:
