@@ -39,14 +39,7 @@ def test_two_workers_share_metrics_and_policy_comes_from_env(tmp_path: Path) -> 
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.time() + 30
-            while time.time() < deadline:
-                try:
-                    if httpx.get(f"{base}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
+            _wait_ready(base, proc)
             body = {"model": "auto", "messages": [{"role": "user", "content": "count me"}]}
             for _ in range(12):
                 # A new connection each time spreads the requests over both workers.
