@@ -216,7 +216,7 @@ class Router:
             raw = await read_body(receive, headers, 64 * 1024)
             item = parse_feedback(raw)
             # Another tenant's id reads as unknown: ids must not leak across tenants.
-            if self.recent.get(item["request_id"]) != tenant:
+            if await self._tenant_of(item["request_id"]) != tenant:
                 raise RouterError.not_found(
                     f"No recent request with id '{item['request_id']}'.", code="request_not_found"
                 )
@@ -387,6 +387,16 @@ class Router:
         record.cache = "miss" if found.status == "miss" else "error"
         ex.slot = CacheSlot(cache, scope, prompt, embedding)
         return None
+
+    async def _tenant_of(self, request_id: str) -> str | None:
+        """Who a request id belongs to: this process's recent ids, then the fleet's."""
+        tenant = self.recent.get(request_id)
+        if tenant is None and isinstance(self.sink, RedisStreamSink):
+            try:
+                tenant = await asyncio.to_thread(self.sink.tenant_of, request_id)
+            except Exception as exc:  # feedback then reads as unknown; say why in the log
+                log.warning("feedback_lookup_failed", error=type(exc).__name__)
+        return tenant
 
     def _remember(self, request_id: str, tenant: str) -> None:
         self.recent[request_id] = tenant

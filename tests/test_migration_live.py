@@ -258,3 +258,22 @@ def test_record_sink_policy_errors(bad: str) -> None:
     )
     with pytest.raises(PolicyError):
         parse_policy(text)
+
+
+def test_feedback_reaches_any_replica_with_the_redis_sink(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stream = f"hrtest:{uuid.uuid4().hex[:8]}:decisions"
+    policy = fill(POLICY).replace("record:\n", f"record:\n  sink: redis\n  redis_url: {REDIS}\n  stream: {stream}\n")
+    first: Stack = make_stack(policy=policy)
+    second: Stack = make_stack(policy=policy)  # another replica, same Redis
+    try:
+        request_id = chat(first).headers["x-router-request-id"]
+        first.records()  # the id is written with the record
+        url = f"{second.url}/v1/feedback"
+        ok = httpx.post(url, json={"request_id": request_id, "score": 1.0})
+        assert ok.status_code == 200, ok.text
+        other = httpx.post(url, json={"request_id": request_id, "score": 1.0}, headers={"x-tenant-id": "intruder"})
+        assert other.status_code == 404
+    finally:
+        r = redis.Redis.from_url(REDIS)
+        for key in r.scan_iter(f"{stream}*"):
+            r.delete(key)

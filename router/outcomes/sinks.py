@@ -176,9 +176,12 @@ class RedisStreamSink(_ThreadedSink):
 
     Each entry has one field, `r`, holding the record's JSON. While Redis is
     unreachable, records wait in memory and are retried, so none is dropped.
+    Each request's id is also kept (`<stream>:id:<request_id>` -> tenant, for
+    `ID_TTL_S`), so that feedback can reach any replica of a fleet.
     """
 
     name = "records-stream"
+    ID_TTL_S = 7 * 86400
 
     def __init__(self, url: str, stream: str = "hr:decisions", maxlen: int = 1_000_000) -> None:
         import redis
@@ -196,6 +199,10 @@ class RedisStreamSink(_ThreadedSink):
                 pipe = self.redis.pipeline(transaction=False)
                 for line in lines:
                     pipe.xadd(self.stream, {"r": line}, maxlen=self.maxlen, approximate=True)
+                    record = orjson.loads(line)
+                    if "kind" not in record and record.get("request_id"):
+                        key = f"{self.stream}:id:{record['request_id']}"
+                        pipe.set(key, record.get("tenant", ""), ex=self.ID_TTL_S)
                 pipe.execute()
                 return []
             except redis.RedisError as exc:
@@ -206,6 +213,11 @@ class RedisStreamSink(_ThreadedSink):
                     return lines
                 threading.Event().wait(1.0)
         return []
+
+    def tenant_of(self, request_id: str) -> str | None:
+        """The tenant a recorded request belonged to (blocking: call from a thread)."""
+        value = self.redis.get(f"{self.stream}:id:{request_id}")
+        return value.decode() if isinstance(value, bytes) else None
 
     def _closed(self) -> None:
         self.redis.close()
