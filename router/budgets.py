@@ -13,6 +13,7 @@ is served, and the error is logged and counted.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import structlog
 from prometheus_client import Counter
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
 
 from router.policy.model import BudgetConfig, Caps
 
@@ -66,9 +67,16 @@ class Admission:
 class BudgetLedger:
     def __init__(self, config: BudgetConfig, timeout_s: float = 0.1) -> None:
         self.config = config
-        self.redis: Any = aioredis.from_url(
-            config.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        options = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+        # A tenant's two keys share a hash tag, so the scripts run on one cluster node.
+        self.redis: Any = (
+            RedisCluster.from_url(config.redis_url, **options)
+            if config.redis_cluster
+            else aioredis.from_url(config.redis_url, **options)
         )
+        self._cluster = config.redis_cluster
+        self._ready = False
+        self._init_lock = asyncio.Lock()
         self._admit = self.redis.register_script(_ADMIT)
         self._settle = self.redis.register_script(_SETTLE)
 
@@ -78,15 +86,26 @@ class BudgetLedger:
         base = f"{self.config.namespace}:budget:{{{tenant}}}"
         return f"{base}:d:{now:%Y%m%d}", f"{base}:m:{now:%Y%m}"
 
+    async def _run(self, script: Any, source: str, keys: list[str], args: list[float]) -> Any:
+        if not self._cluster:
+            return await script(keys=keys, args=args)
+        if not self._ready:
+            # Concurrent first calls would each discover the slots; one does it.
+            async with self._init_lock:
+                if not self._ready:
+                    await self.redis.initialize()
+                    self._ready = True
+        # EVAL, not EVALSHA: on a cluster the script cache is per node.
+        return await self.redis.eval(source, len(keys), *keys, *args)
+
     async def admit(self, tenant: str, caps: Caps, estimate: float) -> Admission:
         keys = self.keys(tenant)
         day = -1.0 if caps.daily_usd is None else caps.daily_usd
         month = -1.0 if caps.monthly_usd is None else caps.monthly_usd
+        args = [day, month, estimate, 2 * 86400, 32 * 86400]
         try:
-            ok = await self._admit(
-                keys=list(keys), args=[day, month, estimate, 2 * 86400, 32 * 86400]
-            )
-        except (RedisError, OSError) as exc:
+            ok = await self._run(self._admit, _ADMIT, list(keys), args)
+        except Exception as exc:  # budgets guard spend, not availability: fail open
             BUDGET.labels("error").inc()
             log.error("budget_unavailable", error=type(exc).__name__)
             return Admission(True)
@@ -97,8 +116,8 @@ class BudgetLedger:
         if admission.keys is None:
             return
         try:
-            await self._settle(keys=list(admission.keys), args=[admission.reserved, cost])
-        except (RedisError, OSError) as exc:
+            await self._run(self._settle, _SETTLE, list(admission.keys), [admission.reserved, cost])
+        except Exception as exc:
             BUDGET.labels("error").inc()
             log.error("budget_settle_failed", error=type(exc).__name__)
 

@@ -554,7 +554,9 @@ def _breaker_gauge(client: UpstreamClient) -> None:
 
 def _make_sink(config: RecordConfig) -> Sink:
     if config.sink == "redis":
-        return RedisStreamSink(config.redis_url, config.stream, config.maxlen)
+        return RedisStreamSink(
+            config.redis_url, config.stream, config.maxlen, cluster=config.redis_cluster
+        )
     if config.path:
         return JsonlSink(config.path, int(config.rotate_mb * 1024 * 1024), config.keep)
     return NullSink()

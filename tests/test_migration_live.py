@@ -277,3 +277,45 @@ def test_feedback_reaches_any_replica_with_the_redis_sink(make_stack) -> None:  
         r = redis.Redis.from_url(REDIS)
         for key in r.scan_iter(f"{stream}*"):
             r.delete(key)
+
+
+def test_budgets_and_record_stream_on_a_redis_cluster(make_stack, cluster: int) -> None:  # type: ignore[no-untyped-def]
+    url = f"redis://127.0.0.1:{cluster}"
+    policy = fill(POLICY).replace(
+        "record:\n", f"record:\n  sink: redis\n  redis_url: '{url}'\n  redis_cluster: true\n  stream: hr:cl\n"
+    ) + (
+        "budgets:\n"
+        f"  redis_url: '{url}'\n"
+        "  redis_cluster: true\n"
+        "  tenants: {capped: {daily_usd: 0.0004}}\n"
+        "  on_exceeded: {action: reject}\n"
+    )
+    stack: Stack = make_stack(policy=policy)
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=10) as c:
+            body = {"model": "auto", "max_tokens": 20, "messages": [{"role": "user", "content": "x" * 400}]}
+            headers = {"x-tenant-id": "capped", "x-route": "cloud"}
+            rs = await asyncio.gather(*(c.post("/v1/chat/completions", json=body, headers=headers) for _ in range(20)))
+            return [r.status_code for r in rs]
+
+    codes = asyncio.run(burst())
+    assert set(codes) == {200, 429}
+    stack.records()
+    client = redis.RedisCluster.from_url(url)
+    records = [json.loads(fields[b"r"]) for _, fields in client.xrange("hr:cl")]
+    assert len(records) == 20
+    spent = sum(r["cost_usd"] for r in records if r["status"] == 200)
+    one = max(r["cost_usd"] for r in records if r["status"] == 200)
+    assert spent <= 0.0004 + one + 1e-12
+
+
+def test_budgets_fail_open_when_redis_is_down(make_stack) -> None:  # type: ignore[no-untyped-def]
+    policy = fill(POLICY) + (
+        "budgets:\n  redis_url: 'redis://127.0.0.1:1/0'\n"
+        "  tenants: {capped: {daily_usd: 0.0}}\n  on_exceeded: {action: reject}\n"
+    )
+    stack: Stack = make_stack(policy=policy)
+    raw = chat(stack, extra_headers={"x-tenant-id": "capped"})
+    assert raw.status_code == 200  # spend could not be checked: served, counted, logged
+    assert "budget" not in stack.records()[-1]

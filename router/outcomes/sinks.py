@@ -183,12 +183,20 @@ class RedisStreamSink(_ThreadedSink):
     name = "records-stream"
     ID_TTL_S = 7 * 86400
 
-    def __init__(self, url: str, stream: str = "hr:decisions", maxlen: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        url: str,
+        stream: str = "hr:decisions",
+        maxlen: int = 1_000_000,
+        cluster: bool = False,
+    ) -> None:
         import redis
+        from redis.cluster import RedisCluster
 
         self.stream = stream
         self.maxlen = maxlen
-        self.redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        client = RedisCluster if cluster else redis.Redis
+        self.redis: Any = client.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         super().__init__()
 
     def _write_all(self, lines: list[str], final: bool) -> list[str]:

@@ -150,6 +150,7 @@ class RecordConfig:
     # so that replay can reproduce header rules. Never credentials.
     headers: tuple[str, ...] = ()
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
     stream: str = "hr:decisions"
     maxlen: int = 1_000_000
 
@@ -177,6 +178,7 @@ class BudgetConfig:
     action: str = "route"  # "route" to `target`, or "reject" with 429
     target: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
     # Output tokens assumed for a request without max_tokens when reserving spend.
     estimate_output_tokens: int = 1024
     namespace: str = "hr"
