@@ -157,7 +157,8 @@ class Router:
         if self._fixed_sink is None and policy.record != self._record_config:
             old = self.sink
             self.sink = _make_sink(policy.record)
-            old.close()
+            # Closing drains the old writer; off the event loop, it may take a while.
+            _close_later(asyncio.to_thread(old.close))
         self._record_config = policy.record
         if policy.budgets != self._budget_config:
             if self.ledger is not None:

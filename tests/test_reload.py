@@ -143,3 +143,16 @@ def _up(url: str) -> bool:
         return httpx.get(f"{url}/healthz").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_record_path_change_moves_new_records_and_keeps_old_ones(stack: Stack) -> None:
+    assert route_of(stack) == "local"
+    old_path = stack.records_path
+    assert len(stack.records()) == 1
+    new_path = old_path.with_name("moved.jsonl")
+    stack.write_policy(stack.policy_path.read_text().replace(str(old_path), str(new_path)))
+    assert wait_for(lambda: stack.app.router.policy.record.path == str(new_path))
+    route_of(stack)
+    stack.records_path = new_path
+    assert len(stack.records()) == 1  # the new request, in the new file
+    assert len(old_path.read_text().splitlines()) == 1  # the old file was drained, not lost
