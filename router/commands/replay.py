@@ -133,7 +133,8 @@ def _run_offline(args: argparse.Namespace, candidate: Any, baseline: Any) -> int
     if not records:
         return _fail("no records to replay")
     if rescore:
-        code = _rescore(records, args.model)
+        # Converted evaluation data is scored as `router eval` scores it.
+        code = _rescore(records, args.model, alone=bool(args.from_routing_data))
         if code:
             return code
         if args.from_routing_data:
@@ -172,7 +173,7 @@ def _run_offline(args: argparse.Namespace, candidate: Any, baseline: Any) -> int
     return 0
 
 
-def _rescore(records: list[dict[str, Any]], model: str | None) -> int:
+def _rescore(records: list[dict[str, Any]], model: str | None, alone: bool = False) -> int:
     from router.replay.progress import Progress
     from router.replay.rescore import rescore
     from router.scoring import Scorer, ScorerLoadError
@@ -183,7 +184,7 @@ def _rescore(records: list[dict[str, Any]], model: str | None) -> int:
         return _fail(str(exc))
     progress = Progress("scoring", len(records), min_total=500)
     try:
-        rescore(records, scorer, tick=progress.update)
+        rescore(records, scorer, tick=progress.update, alone=alone)
     finally:
         progress.close()
     return 0

@@ -16,6 +16,10 @@ class BatchScorer(Protocol):
         self, texts: list[str]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...
 
+    def score_each(
+        self, texts: list[str]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...
+
 
 def record_text(record: MutableMapping[str, Any]) -> str | None:
     """What the live router scored: the recorded `prompt`, else rebuilt from `messages`."""
@@ -37,13 +41,15 @@ def rescore(
     batch: int = 64,
     tick: Callable[[int], None] | None = None,
     keep_embeddings: bool = False,
+    alone: bool = False,
 ) -> tuple[int, npt.NDArray[np.float32] | None]:
     """Set `score` on every record with text; returns how many were scored.
 
     Prompts are scored in order of length so a batch pads to similar widths:
     with a transformer, padding is most of the cost of a mixed batch.
     With `keep_embeddings`, also returns the embeddings (rows of unscored
-    records are zero).
+    records are zero). With `alone`, each prompt gets a run of its own, as
+    `router eval` scores them, so that figures do not depend on batch-mates.
     """
     texts: list[tuple[int, str]] = []
     for i, record in enumerate(records):
@@ -55,7 +61,8 @@ def rescore(
     done = 0
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
-        scores, emb = scorer.score_batch([t for _, t in chunk])
+        run = scorer.score_each if alone else scorer.score_batch
+        scores, emb = run([t for _, t in chunk])
         if keep_embeddings and embeddings is None:
             embeddings = np.zeros((len(records), emb.shape[1]), dtype=np.float32)
         for k, (i, _) in enumerate(chunk):
