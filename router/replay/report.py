@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ text-align:right}th{background:#f3f4f6}td:first-child,th:first-child{text-align:
 
 
 def _num(v: object, fmt: str = "{:.4g}") -> str:
-    if v is None:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     if isinstance(v, float):
         return fmt.format(v)

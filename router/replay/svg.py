@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -74,6 +75,9 @@ def _ticks(lo: float, hi: float, f: object, axis: str) -> list[str]:
 
 
 def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str) -> str:
+    # A point without a finite value cannot be drawn: drop it rather than the chart.
+    series = [Series(s.name, *_finite(s.x, s.y), line=s.line, labels=s.labels) for s in series]
+    series = [s for s in series if s.x]
     xs = [v for s in series for v in s.x]
     ys = [v for s in series for v in s.y]
     parts = _frame(title, x_label, y_label)
@@ -96,12 +100,19 @@ def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str)
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{3 if s.line else 5}" fill="{color}">'
                 f"<title>{escape(tip)}</title></circle>"
             )
+        # Bottom right: the curves here rise from bottom left to top right.
+        legend_y = H - BOTTOM - 6 - 13 * (len(series) - 1 - k)
         parts.append(
-            f'<text x="{W - RIGHT - 4}" y="{TOP + 14 + 13 * k}" text-anchor="end" '
+            f'<text x="{W - RIGHT - 4}" y="{legend_y}" text-anchor="end" '
             f'fill="{color}">{escape(s.name)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _finite(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(x) and math.isfinite(y)]
+    return [x for x, _ in pairs], [y for _, y in pairs]
 
 
 def bar_chart(title: str, edges: Sequence[float], counts: Sequence[int], x_label: str) -> str:
