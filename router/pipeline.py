@@ -45,7 +45,6 @@ from router.ingress.errors import RouterError
 from router.ingress.feedback import parse_feedback
 from router.ingress.request import ChatRequest, parse_chat_request
 from router.outcomes.metrics import (
-    BREAKER_OPEN,
     FALLBACKS,
     OVERHEAD,
     REQUESTS,
@@ -503,7 +502,6 @@ class Router:
                 reply = await client.open(client.payload(body), deadline)
             except UpstreamFailure as failure:
                 upstream_s += time.perf_counter() - began
-                _breaker_gauge(client)
                 if failure.kind == "client_error":
                     record.route, record.upstream_model = name, client.config.model
                     record.status, record.error = failure.status or 400, "upstream_client_error"
@@ -547,10 +545,6 @@ def _note_decision(record: DecisionRecord, decision: Decision) -> None:
     record.rule, record.reason = decision.rule, decision.reason
     record.targets = list(decision.targets)
     record.rollout, record.shadow = decision.rollout, decision.shadow
-
-
-def _breaker_gauge(client: UpstreamClient) -> None:
-    BREAKER_OPEN.labels(client.name).set(1 if client.breaker.state == "open" else 0)
 
 
 def _make_sink(config: RecordConfig) -> Sink:

@@ -108,9 +108,16 @@ def test_breaker_skips_a_failing_upstream(stack: Stack) -> None:
     assert ask(stack).headers["x-router-route"] == "cloud"
     assert len(stack.local.seen) == before  # open circuit: local not even tried
     assert httpx.get(f"{stack.url}/readyz").json()["upstreams"]["local"] == "open"
+    from prometheus_client import REGISTRY
+
+    def gauge() -> float | None:
+        return REGISTRY.get_sample_value("router_breaker_open", {"upstream": "local"})
+
+    assert gauge() == 1
     stack.local.faults.status = None
     time.sleep(0.6)  # cooldown 0.5 s: the next request is the half-open probe
     assert ask(stack).headers["x-router-route"] == "local"
+    assert gauge() == 0  # the successful probe closed the circuit
 
 
 def test_first_byte_timeout_falls_back(stack: Stack) -> None:

@@ -16,8 +16,14 @@ class CircuitBreaker:
     """
 
     def __init__(
-        self, failures: int, cooldown: float, clock: Callable[[], float] = time.monotonic
+        self,
+        failures: int,
+        cooldown: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[bool], None] | None = None,
     ) -> None:
+        # on_change(True) when the circuit opens, on_change(False) when it closes again.
+        self.on_change = on_change
         self.threshold = failures
         self.cooldown = cooldown
         self.clock = clock
@@ -43,12 +49,18 @@ class CircuitBreaker:
         return False
 
     def success(self) -> None:
+        was_open = self.opened_at is not None
         self.failures = 0
         self.opened_at = None
         self.probing = False
+        if was_open and self.on_change is not None:
+            self.on_change(False)
 
     def failure(self) -> None:
         self.failures += 1
+        was_open = self.opened_at is not None
         if self.probing or self.failures >= self.threshold:
             self.opened_at = self.clock()
         self.probing = False
+        if not was_open and self.opened_at is not None and self.on_change is not None:
+            self.on_change(True)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
+from router.outcomes.metrics import BREAKER_OPEN
 from router.policy.model import Upstream
 from router.upstreams.breaker import CircuitBreaker
 from router.upstreams.transport import make_transport
@@ -59,7 +60,12 @@ class UpstreamClient:
     def __init__(self, config: Upstream, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         self.name = config.name
-        self.breaker = CircuitBreaker(config.breaker.failures, config.breaker.cooldown)
+        gauge = BREAKER_OPEN.labels(config.name)
+        self.breaker = CircuitBreaker(
+            config.breaker.failures,
+            config.breaker.cooldown,
+            on_change=lambda opened: gauge.set(1 if opened else 0),
+        )
         t = config.timeouts
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if config.api_key:
