@@ -49,12 +49,16 @@ class UpstreamPool:
 
     @staticmethod
     async def _retire(client: UpstreamClient) -> None:
-        await asyncio.sleep(_RETIRE_AFTER_S)
-        await client.aclose()
+        try:
+            await asyncio.sleep(_RETIRE_AFTER_S)
+        finally:  # at shutdown too, when the wait is cancelled
+            await client.aclose()
 
     async def aclose(self) -> None:
-        for task in list(self._retiring):
+        retiring = list(self._retiring)
+        for task in retiring:
             task.cancel()
+        await asyncio.gather(*retiring, return_exceptions=True)
         for client in self.clients.values():
             await client.aclose()
         self.clients = {}
