@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -171,7 +170,7 @@ def create_app(
     operations = _Operations()
     app = RouterMiddleware(
         operations,
-        policy if not isinstance(policy, Path) else str(policy),
+        policy,
         transport_factory=transport_factory,
         scorer_factory=scorer_factory,
         watch=watch,

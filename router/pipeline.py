@@ -147,8 +147,7 @@ class Router:
 
     def _apply_reloaded(self, policy: Policy) -> None:
         self._apply(policy)
-        task = asyncio.ensure_future(self._sync_scorer())
-        task.add_done_callback(lambda t: t.exception())
+        _in_background(self._sync_scorer())
 
     def _apply(self, policy: Policy) -> None:
         """Make `policy` current. Requests in flight keep the policy they started with."""
@@ -157,16 +156,16 @@ class Router:
             old = self.sink
             self.sink = _make_sink(policy.record)
             # Closing drains the old writer; off the event loop, it may take a while.
-            _close_later(asyncio.to_thread(old.close))
+            _in_background(asyncio.to_thread(old.close))
         self._record_config = policy.record
         if policy.budgets != self._budget_config:
             if self.ledger is not None:
-                _close_later(self.ledger.aclose())
+                _in_background(self.ledger.aclose())
             self.ledger = BudgetLedger(policy.budgets) if policy.budgets is not None else None
             self._budget_config = policy.budgets
         if policy.cache != self._cache_config:
             if self.cache is not None:
-                _close_later(self.cache.close())
+                _in_background(self.cache.close())
             self.cache = build_cache(policy.cache) if policy.cache is not None else None
             self._cache_config = policy.cache
         self.policy = policy
@@ -557,9 +556,9 @@ def _make_sink(config: RecordConfig) -> Sink:
     return NullSink()
 
 
-def _close_later(closing: Coroutine[Any, Any, None]) -> None:
-    """Close what a reload replaced, without making the reload wait for it."""
-    task = asyncio.ensure_future(closing)
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    """Run what a reload set off (closing replaced parts, a new scorer) without waiting."""
+    task = asyncio.ensure_future(work)
     BACKGROUND.add(task)
     task.add_done_callback(BACKGROUND.discard)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
