@@ -277,5 +277,4 @@ def note_usage(record: DecisionRecord, upstream: UpstreamClient, usage: Usage | 
     if usage is None:
         return
     record.tokens_in, record.tokens_out = usage.tokens_in, usage.tokens_out
-    if usage.tokens_in is not None and usage.tokens_out is not None:
-        record.cost_usd = round(upstream.config.price.cost(usage.tokens_in, usage.tokens_out), 8)
+    record.cost_usd = usage.cost(upstream.config.price)

@@ -97,10 +97,7 @@ class ShadowRunner:
             usage = usage_of(data)
             if usage is not None:
                 result.tokens_in, result.tokens_out = usage.tokens_in, usage.tokens_out
-                if usage.tokens_in is not None and usage.tokens_out is not None:
-                    result.cost_usd = round(
-                        client.config.price.cost(usage.tokens_in, usage.tokens_out), 8
-                    )
+                result.cost_usd = usage.cost(client.config.price)
             result.answer = answer_of(data)
             SHADOW.labels(client.name, "ok").inc()
             return result

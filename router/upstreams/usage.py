@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from router.policy.model import Price
+
 __all__ = ["Usage", "usage_of"]
 
 
@@ -14,6 +16,12 @@ __all__ = ["Usage", "usage_of"]
 class Usage:
     tokens_in: int | None = None
     tokens_out: int | None = None
+
+    def cost(self, price: Price) -> float | None:
+        """US dollars at `price`, when both counts are known."""
+        if self.tokens_in is None or self.tokens_out is None:
+            return None
+        return round(price.cost(self.tokens_in, self.tokens_out), 8)
 
 
 def usage_of(data: dict[str, Any]) -> Usage | None:
