@@ -26,6 +26,7 @@ class Split:
     benchmark: np.ndarray  # str per record
     gain: np.ndarray  # strong - weak, scaled so each benchmark spans about [-1, 1]
     label: np.ndarray  # 1.0 where the strong model did better
+    domain: np.ndarray  # str per record: benchmark, then MMLU subject or MT Bench category
 
 
 def load_split(data_dir: Path, name: str) -> Split:
@@ -42,4 +43,10 @@ def load_split(data_dir: Path, name: str) -> Split:
         benchmark=bench,
         gain=gain,
         label=(strong > weak).astype(np.float64),
+        domain=np.asarray([_domain(r) for r in records]),
     )
+
+
+def _domain(record: dict[str, object]) -> str:
+    kind = record.get("subject") or record.get("category")
+    return f"{record['benchmark']}/{kind}" if kind else str(record["benchmark"])

@@ -137,5 +137,5 @@ def test_eval_command_runs_the_classifier(tmp_path: Path) -> None:
     data.write_text("".join(json.dumps(r) + "\n" for r in TOY))
     assert main(["eval", "--data", str(data), "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "eval.json").read_text())
-    assert doc["router"] == "minilm-router-v1"
-    assert "minilm-router-v1" in doc["benchmarks"]["toy"]["routers"]
+    assert doc["router"] == "minilm-router-v2"
+    assert "minilm-router-v2" in doc["benchmarks"]["toy"]["routers"]

@@ -35,7 +35,7 @@ def scorer() -> Scorer:
 
 
 def test_default_model_is_found_and_names_itself(scorer: Scorer) -> None:
-    assert default_model_dir().name == scorer.model_name == "minilm-router-v1"
+    assert default_model_dir().name == scorer.model_name == "minilm-router-v2"
     assert scorer.provider == scorer.session.get_providers()[0]
     assert scorer.provider.endswith("ExecutionProvider")
 

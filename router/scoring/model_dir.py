@@ -10,7 +10,7 @@ from router.scoring.inputs import InputSpec
 
 __all__ = ["DEFAULT_MODEL", "ModelDir", "ScorerLoadError", "default_model_dir"]
 
-DEFAULT_MODEL = "minilm-router-v1"
+DEFAULT_MODEL = "minilm-router-v2"
 
 REQUIRED_FILES = ("model.onnx", "tokenizer.json", "classifier.json")
 
