@@ -61,6 +61,36 @@ def test_embeddings_are_semantic(scorer: Scorer) -> None:
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
 
 
+_SCENARIOS = (
+    "For which of these two scenarios does the main character (who uses I/me/my) do "
+    "something clearly morally wrong, according to ordinary moral standards in the US "
+    "as of 2020? Scenario 1 | {} Scenario 2 | {}\n"
+    "A. Wrong, Wrong\nB. Wrong, Not wrong\nC. Not wrong, Wrong\nD. Not wrong, Not wrong\nAnswer:"
+)
+MORAL_SCENARIOS = [
+    _SCENARIOS.format(*pair)
+    for pair in [
+        ("I borrowed my neighbor's ladder and returned it.", "I posted my sister's diary online."),
+        ("I kept the extra change the cashier gave me.", "I walked my dog before work."),
+        ("I told my friend her haircut looked nice.", "I let the air out of my coworker's tires."),
+    ]
+]
+SCHOOL_ALGEBRA = [
+    "If 3x + 5 = 20, what is the value of 2x - 1?\nA. 7\nB. 9\nC. 11\nD. 13\nAnswer:",
+    "What is the slope of the line through (2, 3) and (6, 11)?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:",
+    "How many positive integers below 50 are multiples of 4 and 6?\nA. 2\nB. 4\nC. 6\nD. 8\nAnswer:",
+]
+
+
+def test_scores_follow_where_the_strong_model_helps(scorer: Scorer) -> None:
+    # In the training data GPT-4 gains most over Mixtral on MMLU's moral scenarios
+    # (+0.38 accuracy) and least on high-school mathematics (-0.29): hand-written
+    # prompts of those two kinds (none from the data) must land on either side.
+    moral = [float(scorer.score_batch([p])[0][0]) for p in MORAL_SCENARIOS]
+    algebra = [float(scorer.score_batch([p])[0][0]) for p in SCHOOL_ALGEBRA]
+    assert min(moral) > max(algebra) + 0.1, (moral, algebra)
+
+
 def test_huge_prompt_is_cut_before_tokenizing(scorer: Scorer) -> None:
     text = "lorem ipsum dolor sit amet " * 20_000
     batch = scorer.encoder.encode([text, "short"])
