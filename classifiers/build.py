@@ -150,14 +150,7 @@ def leave_one_out(
         y = targets(train)[target][keep]
         if target == "centered":
             y = center_by_group(train.gain[keep], train.benchmark[keep])
-        sub = Split(
-            records=[r for r, k in zip(train.records, keep, strict=True) if k],
-            prompts=[p for p, k in zip(train.prompts, keep, strict=True) if k],
-            benchmark=train.benchmark[keep],
-            gain=train.gain[keep],
-            label=train.label[keep],
-            domain=train.domain[keep],
-        )
+        sub = train.subset(keep)
         prior = Prior.fit(etr[keep], sub.domain, y, seed)
         fit = fit_with(etr[keep], ltr[keep], sub, y, alpha, scale, prior)
         here = dev.benchmark == b

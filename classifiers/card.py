@@ -158,6 +158,26 @@ paired bootstrap (200 resamples) of the APGR change: MMLU +0.025 (5-95%
 +0.013 to +0.037, better in 100% of resamples), GSM8K -0.003 (-0.036 to
 +0.038), MT Bench -0.015 (-0.175 to +0.116).
 
+Other features from the same encoder pass, each as the ridge's input with and
+without the prior (best dev MMLU / GSM8K by their sum; shipped: 0.690 / 0.688):
+
+| head features | MMLU | GSM8K | MT Bench |
+| --- | ---: | ---: | ---: |
+| layer 2, 3, 4 or 5 states (mean-pooled) alone | 0.674-0.692 | 0.673-0.693 | 0.62-0.79 |
+| the `[CLS]` state | 0.672 | 0.695 | 0.697 |
+| embedding + layer 3 (or 4, or `[CLS]`) | 0.687-0.690 | 0.686-0.695 | 0.73-0.75 |
+| all six layers concatenated | 0.686 | 0.695 | 0.703 |
+
+Hand-made MMLU features against the within-subject residual gain (Spearman,
+train / dev): question length -0.17 / -0.15, digits -0.11 / -0.10, option
+length -0.09 / -0.06; negation words, "all of the above", "Statement 1",
+roman-numeral combinations and blanks all within +-0.04. Adding length
+relative to the subject's mean to the true-subject prior lowered MMLU APGR
+(0.701 to 0.672-0.696): length and digits mark questions that both models
+get right or both miss, not the ones only GPT-4 gets. The mean gain (raw or
+within-subject) of the 5-100 nearest train prompts, blended into the shipped
+logit at 0.1-0.4 of its spread: MMLU 0.674-0.692, no gain either.
+
 The ceiling these numbers show: with frozen MiniLM-L6 features the MMLU
 figure sits near what the true subject gives (0.70). The goal (0.75) needs a
 per-question difficulty signal that this encoder does not carry.
