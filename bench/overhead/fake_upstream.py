@@ -40,29 +40,28 @@ _PLAIN_BODY = json.dumps(
     separators=(",", ":"),
 ).encode()
 
-_PLAIN = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-    + str(len(_PLAIN_BODY)).encode()
-    + b"\r\n\r\n"
-    + _PLAIN_BODY
-)
+
+def _json_response(status: bytes, body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 "
+        + status
+        + b"\r\ncontent-type: application/json\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+_PLAIN = _json_response(b"200 OK", _PLAIN_BODY)
 _STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
     b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
 )
-_NOT_FOUND_BODY = b'{"error":{"message":"not found","type":"invalid_request_error"}}'
-_NOT_FOUND = (
-    b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: "
-    + str(len(_NOT_FOUND_BODY)).encode()
-    + b"\r\n\r\n"
-    + _NOT_FOUND_BODY
+_NOT_FOUND = _json_response(
+    b"404 Not Found", b'{"error":{"message":"not found","type":"invalid_request_error"}}'
 )
-_MODELS_BODY = b'{"object":"list","data":[{"id":"fake-model","object":"model","created":0}]}'
-_MODELS = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-    + str(len(_MODELS_BODY)).encode()
-    + b"\r\n\r\n"
-    + _MODELS_BODY
+_MODELS = _json_response(
+    b"200 OK", b'{"object":"list","data":[{"id":"fake-model","object":"model","created":0}]}'
 )
 
 
