@@ -95,17 +95,16 @@ class Prior:
             cross_fitted=cross_fitted_prior(emb, domains, y, GATE_L2, seed=seed),
         )
 
-
-def fit_with(
-    emb: np.ndarray,
-    lc: np.ndarray,
-    train: Split,
-    y: np.ndarray,
-    alpha: float,
-    scale: float,
-    prior: Prior,
-) -> HeadFit:
-    return fit_head(emb, lc, y, train.label, alpha, scale, prior.gate, prior.cross_fitted)
+    def head(
+        self,
+        emb: np.ndarray,
+        lc: np.ndarray,
+        y: np.ndarray,
+        label: np.ndarray,
+        alpha: float,
+        scale: float,
+    ) -> HeadFit:
+        return fit_head(emb, lc, y, label, alpha, scale, self.gate, self.cross_fitted)
 
 
 def tune_head(
@@ -117,18 +116,17 @@ def tune_head(
     """
     ltr, ldv = log_chars(train), log_chars(dev)
     table: dict[str, dict[str, float]] = {}
-    fits: dict[str, HeadFit] = {}
+    fits: dict[str, tuple[HeadFit, str, float, float]] = {}
     for name, y in targets(train).items():
         prior = Prior.fit(etr, train.domain, y, seed)
         for alpha in ALPHAS:
             for scale in PRIOR_SCALES:
                 key = f"{name} alpha={alpha} prior={scale}"
-                fits[key] = fit_with(etr, ltr, train, y, alpha, scale, prior)
-                table[key] = dev_apgr(dev, fits[key].logit(edv, ldv))
+                fit = prior.head(etr, ltr, y, train.label, alpha, scale)
+                fits[key] = (fit, name, alpha, scale)
+                table[key] = dev_apgr(dev, fit.logit(edv, ldv))
     best = max(table, key=lambda k: table[k]["mmlu"] + table[k]["gsm8k"])
-    name, rest = best.split(" alpha=")
-    alpha, scale = rest.split(" prior=")
-    return fits[best], name, float(alpha), float(scale), table
+    return (*fits[best], table)
 
 
 def leave_one_out(
@@ -147,12 +145,11 @@ def leave_one_out(
     out: dict[str, dict[str, float]] = {}
     for b in BENCHMARKS:
         keep = train.benchmark != b
-        y = targets(train)[target][keep]
+        y = train.gain[keep]
         if target == "centered":
-            y = center_by_group(train.gain[keep], train.benchmark[keep])
-        sub = train.subset(keep)
-        prior = Prior.fit(etr[keep], sub.domain, y, seed)
-        fit = fit_with(etr[keep], ltr[keep], sub, y, alpha, scale, prior)
+            y = center_by_group(y, train.benchmark[keep])
+        prior = Prior.fit(etr[keep], train.domain[keep], y, seed)
+        fit = prior.head(etr[keep], ltr[keep], y, train.label[keep], alpha, scale)
         here = dev.benchmark == b
         m = evaluate(groups[b], fit.logit(edv[here], ldv[here]))
         out[b] = {"apgr": m.apgr, "cpt50": m.cpt50, "cpt80": m.cpt80}

@@ -28,16 +28,6 @@ class Split:
     label: np.ndarray  # 1.0 where the strong model did better
     domain: np.ndarray  # str per record: benchmark, then MMLU subject or MT Bench category
 
-    def subset(self, keep: np.ndarray) -> Split:
-        return Split(
-            records=[r for r, k in zip(self.records, keep, strict=True) if k],
-            prompts=[p for p, k in zip(self.prompts, keep, strict=True) if k],
-            benchmark=self.benchmark[keep],
-            gain=self.gain[keep],
-            label=self.label[keep],
-            domain=self.domain[keep],
-        )
-
 
 def load_split(data_dir: Path, name: str) -> Split:
     records = list(read_jsonl(data_dir / f"{name}.jsonl"))
