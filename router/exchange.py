@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -19,14 +19,15 @@ from starlette.types import Message, Send
 
 from router.cache import Scope as CacheScope
 from router.cache import SemanticCache, assemble_stream, replay_sse
-from router.ingress.errors import RouterError
+from router.ingress.errors import error_body
 from router.ingress.request import ChatRequest
 from router.outcomes.record import DecisionRecord
 from router.policy.decide import Decision
 from router.policy.model import Policy
 from router.upstreams.client import UpstreamClient, UpstreamReply
+from router.upstreams.headers import passed_response_headers
 from router.upstreams.sse import EventBuffer, event_data, payloads, split_events
-from router.upstreams.usage import Usage, answer_of, parse_json, usage_of
+from router.upstreams.usage import Usage, answer_of, usage_of
 
 __all__ = [
     "BACKGROUND",
@@ -83,6 +84,8 @@ class Exchange:
     respond: Send
     slot: CacheSlot | None = None
     finished: bool = False
+    # Client headers passed on to the upstream (the policy's `headers.request`).
+    forward: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body", False):
@@ -137,32 +140,22 @@ def response_headers(
 
 
 async def relay_body(
-    ex: Exchange, reply: UpstreamReply, upstream_s: float, deadline: float
+    ex: Exchange, reply: UpstreamReply, raw: bytes, data: dict[str, Any], upstream_s: float
 ) -> None:
+    """Send a complete upstream answer (already read and checked) to the client."""
     record = ex.record
-    began = time.perf_counter()
-    try:
-        async with asyncio.timeout(max(deadline - began, 0.001)):
-            raw = await reply.response.aread()
-    except (TimeoutError, httpx.HTTPError) as exc:
-        await reply.aclose()
-        raise RouterError.upstream(
-            f"{reply.upstream.name}: the answer broke off ({type(exc).__name__})."
-        ) from None
     now = time.perf_counter()
-    upstream_s += now - began
     record.upstream_ms = round(upstream_s * 1000, 3)
     record.overhead_ms = round(max(now - ex.t0 - upstream_s, 0.0) * 1000, 3)
-    data = parse_json(raw)
-    if data is not None:
-        note_usage(record, reply.upstream, usage_of(data))
-        if ex.policy.record.prompts:
-            record.answer = answer_of(data)
-        if reply.response.status_code == 200:
-            ex.store(reply.upstream.name, data)
+    note_usage(record, reply.upstream, usage_of(data))
+    if ex.policy.record.prompts:
+        record.answer = answer_of(data)
+    if reply.response.status_code == 200:
+        ex.store(reply.upstream.name, data)
     record.status = reply.response.status_code
     content_type = reply.response.headers.get("content-type", "application/json").encode()
     headers = response_headers(record, ex.decision, content_type)
+    headers += passed_response_headers(ex.policy.headers.response, reply.response.headers.raw)
     headers.append((b"content-length", str(len(raw)).encode()))
     await ex.send({"type": "http.response.start", "status": record.status, "headers": headers})
     await ex.send({"type": "http.response.body", "body": raw})
@@ -171,41 +164,47 @@ async def relay_body(
 async def relay_stream(
     ex: Exchange,
     reply: UpstreamReply,
+    first: bytes,
+    buffer: EventBuffer,
     upstream_s: float,
     drop_usage: bool,
     deadline: float,
 ) -> None:
+    """Pass the stream on event by event; `first` holds the events already read and checked."""
     record, send = ex.record, ex.send
     record.overhead_ms = round(max(time.perf_counter() - ex.t0 - upstream_s, 0.0) * 1000, 3)
     record.status = reply.response.status_code
     content_type = reply.response.headers.get("content-type", "text/event-stream").encode()
     headers = response_headers(record, ex.decision, content_type)
+    headers += passed_response_headers(ex.policy.headers.response, reply.response.headers.raw)
     headers.append((b"cache-control", b"no-cache"))
     await send({"type": "http.response.start", "status": record.status, "headers": headers})
-    buffer = EventBuffer()
     keep_text = ex.policy.record.prompts
     slot = ex.slot
     kept: list[bytes] | None = [] if slot is not None and slot.upstream_ok(reply) else None
     parts: list[str] = []
     saw_done = False
     began = time.perf_counter()
+
+    async def forward(events: bytes) -> None:
+        nonlocal saw_done
+        if b"[DONE]" in events:
+            saw_done = True
+        if kept is not None:
+            kept.append(events)
+        if keep_text or b'"prompt_tokens"' in events:
+            events = inspect_events(events, record, reply.upstream, parts, drop_usage, keep_text)
+            if not events:
+                return
+        await send({"type": "http.response.body", "body": events, "more_body": True})
+
     try:
+        await forward(first)
         async with asyncio.timeout(max(deadline - began, 0.001)):
-            async for chunk in reply.response.aiter_raw():
+            async for chunk in reply.chunks():
                 events = buffer.feed(chunk)
-                if not events:
-                    continue
-                if b"[DONE]" in events:
-                    saw_done = True
-                if kept is not None:
-                    kept.append(events)
-                if keep_text or b'"prompt_tokens"' in events:
-                    events = inspect_events(
-                        events, record, reply.upstream, parts, drop_usage, keep_text
-                    )
-                    if not events:
-                        continue
-                await send({"type": "http.response.body", "body": events, "more_body": True})
+                if events:
+                    await forward(events)
     except (TimeoutError, httpx.HTTPError) as exc:
         record.error = "stream_cut"
         log.warning(
@@ -219,23 +218,15 @@ async def relay_stream(
     rest = buffer.pending
     if rest.strip() and record.error is None:
         # An upstream that ends its last event without the blank line: pass it on.
-        saw_done = saw_done or b"[DONE]" in rest
-        await send({"type": "http.response.body", "body": rest + b"\n\n", "more_body": True})
+        await forward(rest + b"\n\n")
     record.upstream_ms = round((upstream_s + time.perf_counter() - began) * 1000, 3)
     if not saw_done and record.error is None:
         record.error = "stream_cut"
     if record.error == "stream_cut":
         # Tell the client the answer is incomplete rather than ending silently:
         # the OpenAI SDKs raise on an `error` event.
-        error = {
-            "error": {
-                "message": f"{reply.upstream.name}: the stream broke off.",
-                "type": "api_error",
-                "code": "stream_cut",
-                "param": None,
-            }
-        }
-        tail = b"data: " + orjson.dumps(error) + b"\n\n"
+        message = f"{reply.upstream.name}: the stream broke off."
+        tail = b"data: " + error_body(message, "api_error", "stream_cut") + b"\n\n"
         await send({"type": "http.response.body", "body": tail, "more_body": True})
     if keep_text:
         record.answer = "".join(parts)

@@ -26,8 +26,9 @@ from router.cache import (
     SemanticCache,
     build_cache,
     cache_mode,
-    last_user_text,
+    cache_prompt,
     scope_for,
+    streamable,
 )
 from router.exchange import (
     BACKGROUND,
@@ -57,11 +58,20 @@ from router.policy.decide import Decision, RequestFacts, decide
 from router.policy.loader import default_policy_path, load_policy
 from router.policy.model import BudgetConfig, Policy, RecordConfig, ScoringConfig
 from router.policy.reload import PolicyWatcher
-from router.responses import send_error, send_json, send_raw_error, wait_disconnect
+from router.responses import (
+    record_headers,
+    send_error,
+    send_json,
+    send_raw_error,
+    wait_disconnect,
+)
 from router.scoring.text import prompt_text
 from router.upstreams.client import UpstreamClient, UpstreamFailure
+from router.upstreams.failures import exhausted
+from router.upstreams.headers import forwarded_request_headers, passed_response_headers
 from router.upstreams.pool import TransportFactory, UpstreamPool
 from router.upstreams.shadow import ShadowResult, ShadowRunner
+from router.upstreams.sse import EventBuffer
 
 __all__ = ["Router"]
 
@@ -303,6 +313,7 @@ class Router:
                 shadow_client = self.pool.clients.get(decision.shadow)
                 shadow_body = request.body
             ex = Exchange(policy, request, decision, record, t0, tracked)
+            ex.forward = forwarded_request_headers(policy.headers.request, headers)
             cached = await self._cache_lookup(ex, features, headers)
             if cached is not None:
                 await send_cached(ex, cached)
@@ -310,7 +321,7 @@ class Router:
             await self._forward(ex, receive)
         except RouterError as exc:
             record.status, record.error = exc.status, exc.code or exc.type
-            await send_error(tracked, exc, request_id)
+            await send_error(tracked, exc, request_id, record_headers(record))
         except ClientGone:
             record.status, record.error = 499, "client_disconnected"
         except Done:
@@ -363,7 +374,7 @@ class Router:
         if cache is None or config is None or not decision.cache:
             return None
         client = self.pool.clients.get(decision.target)
-        prompt = last_user_text(request.body)
+        prompt = cache_prompt(request.body, config.tool_calls)
         scope = None
         if client is not None and prompt is not None and cache_mode(headers) == "use":
             scope = scope_for(
@@ -373,18 +384,26 @@ class Router:
                 body=request.body,
                 only_deterministic=config.only_deterministic,
                 unset_temperature_is_deterministic=config.unset_temperature_is_deterministic,
+                tool_turns=config.tool_calls,
             )
         if scope is None or prompt is None:
             record.cache = "bypass"
             return None
-        embedding = features.embedding if features is not None else None
-        found = await cache.lookup(scope, prompt, embedding, similarity=decision.cache_similarity)
+        embedding = None
+        if features is not None and not prompt.exact:
+            embedding = features.embedding
+        found = await cache.lookup(
+            scope, prompt.text, embedding, similarity=decision.cache_similarity
+        )
         record.cache_similarity = None if found.similarity is None else round(found.similarity, 4)
-        if found.status == "hit" and found.completion is not None:
+        completion = found.completion
+        # An answer with a field a stream cannot carry is no hit for a stream.
+        usable = completion is not None and (not request.stream or streamable(completion))
+        if found.status == "hit" and completion is not None and usable:
             record.cache = "hit"
-            return found.completion
-        record.cache = "miss" if found.status == "miss" else "error"
-        ex.slot = CacheSlot(cache, scope, prompt, embedding)
+            return completion
+        record.cache = "miss" if found.status in ("miss", "hit") else "error"
+        ex.slot = CacheSlot(cache, scope, prompt.text, embedding)
         return None
 
     async def _tenant_of(self, request_id: str) -> str | None:
@@ -497,14 +516,24 @@ class Router:
                 continue
             deadline = deadline_base + client.config.timeouts.total
             began = time.perf_counter()
+            buffer = EventBuffer()
             try:
-                reply = await client.open(client.payload(body), deadline)
+                reply = await client.open(client.payload(body), deadline, ex.forward)
+                # Until the first event (or the whole body) is in, nothing has reached
+                # the client, so a stall, a cut or garbage still falls back.
+                if request.stream:
+                    first = await reply.first_events(deadline, buffer)
+                else:
+                    raw, data = await reply.read_json(deadline)
             except UpstreamFailure as failure:
                 upstream_s += time.perf_counter() - began
                 if failure.kind == "client_error":
                     record.route, record.upstream_model = name, client.config.model
                     record.status, record.error = failure.status or 400, "upstream_client_error"
-                    await send_raw_error(ex.send, failure, record)
+                    passed = passed_response_headers(
+                        ex.policy.headers.response, failure.headers.raw if failure.headers else ()
+                    )
+                    await send_raw_error(ex.send, failure, record, passed)
                     raise Done from None
                 failures.append(failure)
                 record.tried.append(name)
@@ -517,20 +546,18 @@ class Router:
                     request_id=record.request_id,
                 )
                 continue
-            upstream_s += reply.headers_at - began
             UPSTREAM_LATENCY.labels(name).observe(reply.headers_at - reply.started)
             record.route, record.upstream_model = name, client.config.model
             record.ttfb_ms = round((reply.headers_at - ex.t0) * 1000, 3)
             if request.stream:
-                await relay_stream(ex, reply, upstream_s, added_usage, deadline)
+                upstream_s += time.perf_counter() - began
+                await relay_stream(ex, reply, first, buffer, upstream_s, added_usage, deadline)
             else:
-                await relay_body(ex, reply, upstream_s, deadline)
+                upstream_s += time.perf_counter() - began
+                await relay_body(ex, reply, raw, data, upstream_s)
             raise Done
-        detail = (
-            "; ".join(f"{f.upstream}: {f.detail}" for f in failures) or "no upstream configured"
-        )
         record.error = failures[-1].kind if failures else "no_upstream"
-        raise RouterError.upstream(f"All upstreams failed ({detail}).")
+        raise exhausted(failures, ex.policy.headers.response)
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -12,7 +12,14 @@ from router.outcomes.record import DecisionRecord
 from router.upstreams.client import UpstreamFailure
 from router.upstreams.usage import parse_json
 
-__all__ = ["send_bytes", "send_error", "send_json", "send_raw_error", "wait_disconnect"]
+__all__ = [
+    "record_headers",
+    "send_bytes",
+    "send_error",
+    "send_json",
+    "send_raw_error",
+    "wait_disconnect",
+]
 
 
 async def wait_disconnect(receive: Receive) -> None:
@@ -50,20 +57,43 @@ async def send_json(
     await send_bytes(send, status, orjson.dumps(data), headers)
 
 
-async def send_error(send: Send, exc: RouterError, request_id: str = "") -> None:
-    headers = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
+async def send_error(
+    send: Send,
+    exc: RouterError,
+    request_id: str = "",
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
     if request_id:
         headers.append((b"x-router-request-id", request_id.encode()))
+    headers.extend(extra)
     await send_bytes(send, exc.status, exc.body(), headers)
 
 
-async def send_raw_error(send: Send, failure: UpstreamFailure, record: DecisionRecord) -> None:
-    """Relay an upstream's own 4xx: the request was at fault, and its message says why."""
+def record_headers(record: DecisionRecord) -> list[tuple[bytes, bytes]]:
+    """On an error too, say which rule decided and which upstream answered or refused last."""
+    headers: list[tuple[bytes, bytes]] = []
+    route = record.route or (record.tried[-1] if record.tried else None)
+    if route:
+        headers.append((b"x-router-route", route.encode()))
+    if record.rule:
+        headers.append((b"x-router-rule", record.rule.encode()))
+    return headers
+
+
+async def send_raw_error(
+    send: Send,
+    failure: UpstreamFailure,
+    record: DecisionRecord,
+    passed: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Relay an upstream's own 4xx: the request was at fault, and its message says why.
+
+    The body has had the upstream's key taken out already (`UpstreamClient`).
+    """
     raw = failure.body or b""
     if parse_json(raw) is None:
         raw = RouterError(failure.status or 400, failure.detail).body()
-    headers = [
-        (b"x-router-request-id", record.request_id.encode()),
-        (b"x-router-route", failure.upstream.encode()),
-    ]
+    headers = [(b"x-router-request-id", record.request_id.encode()), *record_headers(record)]
+    headers.extend(passed)
     await send_bytes(send, failure.status or 400, raw, headers)

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from router.cache import assemble_stream, replay_sse
+from router.cache import assemble_stream, is_complete, replay_sse
 
 COMPLETION: dict[str, Any] = {
     "id": "chatcmpl-1",
@@ -90,4 +90,13 @@ def test_cut_or_broken_streams_are_not_assembled() -> None:
         b'data: {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "x", '
         b'"function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]}'
     ]
-    assert assemble_stream(tool_stop) is None
+    # A tool-call answer assembles; whether the cache takes it is the policy's switch.
+    rebuilt = assemble_stream(tool_stop)
+    assert rebuilt is not None
+    assert rebuilt["choices"][0]["message"]["tool_calls"] == [
+        {"id": "x", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    ]
+    assert not is_complete(rebuilt)
+    assert is_complete(rebuilt, tool_calls=True)
+    unknown = [b'data: {"choices": [{"index": 0, "delta": {"audio": {"id": "a"}}, "finish_reason": "stop"}]}']
+    assert assemble_stream(unknown) is None  # no faithful replay: the request misses instead

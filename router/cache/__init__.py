@@ -16,22 +16,26 @@ from router.cache.cache import Lookup, SecondStage, SemanticCache, build_cache, 
 from router.cache.config import CacheConfig
 from router.cache.guards import compatible
 from router.cache.headers import cache_mode
-from router.cache.scope import Scope, last_user_text, scope_for
-from router.cache.sse import assemble_stream, is_complete, replay_sse
+from router.cache.scope import Prompt, Scope, cache_prompt, last_user_text, scope_for
+from router.cache.sse import assemble_stream, has_tool_calls, is_complete, replay_sse, streamable
 
 __all__ = [
     "CacheConfig",
     "Lookup",
+    "Prompt",
     "Scope",
     "SecondStage",
     "SemanticCache",
     "assemble_stream",
     "build_cache",
     "cache_mode",
+    "cache_prompt",
     "compatible",
     "exact_key",
+    "has_tool_calls",
     "is_complete",
     "last_user_text",
     "replay_sse",
     "scope_for",
+    "streamable",
 ]

@@ -20,7 +20,7 @@ from router.cache.guards import compatible
 from router.cache.memory import MemoryStore
 from router.cache.redis_store import RedisStore
 from router.cache.scope import Scope
-from router.cache.sse import is_complete
+from router.cache.sse import has_tool_calls, is_complete
 from router.cache.store import Found, Record, Store, Vector
 from router.cache.text import normalise
 
@@ -188,9 +188,13 @@ class SemanticCache:
         if not self.config.enabled:
             return
         try:
-            if not is_complete(completion):
+            if not is_complete(completion, tool_calls=self.config.tool_calls):
                 metrics.STORES.labels("incomplete").inc()
                 return
+            if has_tool_calls(completion):
+                # Tool-call arguments come from the exact words ("Paris", not
+                # "Rome"): such answers are found by exact key only, never by similarity.
+                embedding = None
             blob = json.dumps(completion, separators=(",", ":"), ensure_ascii=False).encode()
             action = self.backend.put(scope, exact_key(prompt), prompt, _vector(embedding), blob)
         except Exception as error:

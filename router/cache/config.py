@@ -32,6 +32,10 @@ class CacheConfig:
     # An unset temperature counts as deterministic only when the policy says so
     # (the upstream's default temperature is usually 1).
     unset_temperature_is_deterministic: bool = False
+    # Cache answers that end in tool calls, and agents' tool-result turns, by exact
+    # match only (same history, tools, tool_choice and parameters; tool-call ids
+    # do not count). Agents repeat themselves: this is where their savings are.
+    tool_calls: bool = True
     lookup_timeout_ms: float = 50
     # Stores run after the answer went out, so they may take a little longer.
     store_timeout_ms: float = 250

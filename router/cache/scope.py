@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Scope", "last_user_text", "scope_for", "tenant_key"]
+__all__ = ["Prompt", "Scope", "cache_prompt", "last_user_text", "scope_for", "tenant_key"]
 
 # Request fields that never change the answer. Every other field, known or not,
 # is part of the scope: a parameter added to the API later must split the cache,
@@ -84,6 +84,72 @@ def last_user_text(body: Mapping[str, Any]) -> str | None:
     return text if text and text.strip() else None
 
 
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What a cached answer is keyed by within its scope.
+
+    `exact` prompts are looked up by their exact key only, never by similarity:
+    a tool result is data, and a near miss on data is a wrong answer.
+    """
+
+    text: str
+    exact: bool = False
+
+
+def cache_prompt(body: Mapping[str, Any], tool_turns: bool = False) -> Prompt | None:
+    """The last user message; with `tool_turns`, also an agent's tool-result turn."""
+    text = last_user_text(body)
+    if text is not None:
+        return Prompt(text)
+    if not tool_turns:
+        return None
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, Mapping) or last.get("role") != "tool":
+        return None
+    # Numbered along with the history, so the prompt says which call it answers.
+    blob = _canonical(_without_call_ids(messages)[-1])
+    if blob is None:
+        return None
+    return Prompt("tool-result " + hashlib.sha256(blob.encode()).hexdigest(), exact=True)
+
+
+def _without_call_ids(messages: list[Any]) -> list[Any]:
+    """Tool-call ids are random per answer: number them by first appearance instead,
+    so that an agent repeating the same steps meets the same scope."""
+    numbers: dict[str, str] = {}
+
+    def number(call_id: Any) -> Any:
+        if not isinstance(call_id, str):
+            return call_id
+        return numbers.setdefault(call_id, f"call#{len(numbers)}")
+
+    out: list[Any] = []
+    for message in messages:
+        if not isinstance(message, Mapping):
+            out.append(message)
+            continue
+        copy = dict(message)
+        if "tool_call_id" in copy:
+            copy["tool_call_id"] = number(copy["tool_call_id"])
+        calls = copy.get("tool_calls")
+        if isinstance(calls, list):
+            copy["tool_calls"] = [
+                {**c, "id": number(c.get("id"))} if isinstance(c, Mapping) else c for c in calls
+            ]
+        out.append(copy)
+    return out
+
+
+def _canonical(value: Any) -> str | None:
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        return None
+
+
 def _deterministic(body: Mapping[str, Any], unset_is_deterministic: bool) -> bool:
     temperature = body.get("temperature")
     if temperature is None:
@@ -99,13 +165,15 @@ def scope_for(
     body: Mapping[str, Any],
     only_deterministic: bool = True,
     unset_temperature_is_deterministic: bool = False,
+    tool_turns: bool = False,
 ) -> Scope | None:
     """The scope of a chat request, or None when its answer must not be cached.
 
-    The prompt is the last user message; the earlier messages (system prompt, turns)
-    and all answer-changing parameters go into the digest.
+    The prompt is the last message (see `cache_prompt`); the earlier messages
+    (system prompt, turns, tool calls with their ids numbered) and all
+    answer-changing parameters (tools and tool_choice among them) go into the digest.
     """
-    if last_user_text(body) is None:
+    if cache_prompt(body, tool_turns) is None:
         return None
     if only_deterministic and not _deterministic(body, unset_temperature_is_deterministic):
         return None
@@ -118,14 +186,16 @@ def scope_for(
         "tenant": tenant,
         "upstream": upstream,
         "model": model,
-        "history": body["messages"][:-1],
+        "history": _without_call_ids(body["messages"][:-1]),
         # The last message's other fields ("name") can change the answer too.
         "last": {k: v for k, v in body["messages"][-1].items() if k != "content"},
         "params": params,
     }
-    try:
-        blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError):
+    if tool_turns and body["messages"][-1].get("role") == "tool":
+        # Its id is numbered with the history's, and its content is the prompt.
+        canonical["last"] = {"role": "tool"}
+    blob = _canonical(canonical)
+    if blob is None:
         return None
     digest = hashlib.sha256(blob.encode()).hexdigest()[:32]
     return Scope(tenant=tenant, upstream=upstream, model=model, digest=digest)

@@ -12,11 +12,17 @@ import yaml
 
 from router.cache.config import CacheConfig
 from router.policy.model import (
+    NEVER_REQUEST,
+    NEVER_RESPONSE,
+    SECRET_HEADERS,
     AuthConfig,
     BreakerConfig,
     BudgetConfig,
     CacheRule,
     Caps,
+    EndpointConfig,
+    HeaderRules,
+    HeadersConfig,
     Match,
     Policy,
     Price,
@@ -48,6 +54,10 @@ _TOP = {
     "cache",
     "demo",
     "budgets",
+    "headers",
+    "embeddings",
+    "completions",
+    "passthrough",
 }
 _UPSTREAM = {
     "base_url",
@@ -62,9 +72,6 @@ _UPSTREAM = {
 }
 _ROUTE = {"name", "match", "target", "fallbacks", "rollout", "shadow", "cache"}
 _MATCH = {"model", "tenant", "headers", "prompt_chars", "prompt_tokens", "score"}
-_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "api-key", "x-api-key"}
-)
 _RANGE = {"gt", "gte", "lt", "lte"}
 
 
@@ -216,6 +223,11 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
     )
 
     cache = _cache(top)
+    headers = _headers(top.section("headers", {"response", "request"}))
+    embeddings = _endpoint(top.section("embeddings", {"models", "cache"}), True, check_target)
+    completions = _endpoint(top.section("completions", {"models", "cache"}), False, check_target)
+    passthrough = top.string("passthrough") or None
+    check_target(top.value_node("passthrough"), passthrough)
 
     if errors or default is None or on_error is None:
         return None
@@ -231,6 +243,10 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         budgets=budgets,
         cache=cache,
         max_body_bytes=max_body,
+        headers=headers,
+        embeddings=embeddings,
+        completions=completions,
+        passthrough=passthrough,
         source=source,
         demo=top.boolean("demo", False),
     )
@@ -386,10 +402,10 @@ def _record(s: Section | None) -> RecordConfig:
         s.errors.add(s.value_node("sink"), "'sink' must be 'jsonl' or 'redis'")
     headers = tuple(h.lower() for h in s.strings("headers") or ())
     for header in headers:
-        if header in _SECRET_HEADERS:
+        if header in SECRET_HEADERS:
             s.errors.add(s.value_node("headers"), f"'{header}' carries credentials: not recordable")
     return RecordConfig(
-        headers=tuple(h for h in headers if h not in _SECRET_HEADERS),
+        headers=tuple(h for h in headers if h not in SECRET_HEADERS),
         sink=sink,
         redis_url=s.string("redis_url", d.redis_url) or d.redis_url,
         redis_cluster=s.boolean("redis_cluster", d.redis_cluster),
@@ -412,6 +428,54 @@ def _scoring(s: Section | None) -> ScoringConfig:
         max_batch=s.integer("max_batch", d.max_batch, low=1),
         max_wait_ms=s.number("max_wait_ms", d.max_wait_ms, low=0),
     )
+
+
+def _header_rules(s: Section, name: str, never: frozenset[str]) -> HeaderRules | None:
+    patterns = s.strings(name)
+    if patterns is None:
+        return None
+    for pattern in patterns:
+        lowered = pattern.lower()
+        blocked = (
+            lowered in never
+            or lowered.startswith("x-router-")
+            or (lowered.endswith("*") and any(n.startswith(lowered[:-1]) for n in never))
+        )
+        if blocked or not lowered.rstrip("*"):
+            s.errors.add(s.value_node(name), f"header '{pattern}' may not pass ({name} side)")
+    return HeaderRules.of(patterns)
+
+
+def _headers(s: Section | None) -> HeadersConfig:
+    if s is None:
+        return HeadersConfig()
+    d = HeadersConfig()
+    return HeadersConfig(
+        response=_header_rules(s, "response", NEVER_RESPONSE) or d.response,
+        request=_header_rules(s, "request", NEVER_REQUEST) or d.request,
+    )
+
+
+def _endpoint(s: Section | None, cache: bool, check_target: object) -> EndpointConfig:
+    """`embeddings:` / `completions:`: `models: {name: upstream | {upstream, model}}`."""
+    if s is None:
+        return EndpointConfig(cache=cache)
+    assert callable(check_target)
+    models: dict[str, tuple[str, str]] = {}
+    if (m := s.section("models")) is not None:
+        for name in m.names():
+            node = m.value_node(name)
+            assert node is not None
+            if isinstance(node, yaml.ScalarNode):
+                upstream, model = m.string(name, required=True), name
+            else:
+                entry = Section(node, s.errors, {"upstream", "model"})
+                upstream = entry.string("upstream", required=True)
+                model = entry.string("model", name) or name
+            check_target(node, upstream)
+            if upstream:
+                models[name] = (upstream, model)
+    return EndpointConfig(models=models, cache=s.boolean("cache", cache))
 
 
 def _caps(s: Section | None) -> Caps | None:

@@ -7,11 +7,17 @@ from dataclasses import dataclass, field
 from router.cache.config import CacheConfig
 
 __all__ = [
+    "NEVER_REQUEST",
+    "NEVER_RESPONSE",
+    "SECRET_HEADERS",
     "AuthConfig",
     "BreakerConfig",
     "BudgetConfig",
     "CacheRule",
     "Caps",
+    "EndpointConfig",
+    "HeaderRules",
+    "HeadersConfig",
     "Match",
     "Policy",
     "Price",
@@ -140,6 +146,96 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderRules:
+    """Header names (lower case) that may pass: exact names, and prefixes from `name-*`."""
+
+    names: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, patterns: tuple[str, ...]) -> HeaderRules:
+        lowered = [p.lower() for p in patterns]
+        return cls(
+            frozenset(p for p in lowered if not p.endswith("*")),
+            tuple(p[:-1] for p in lowered if p.endswith("*")),
+        )
+
+    def allows(self, name: str) -> bool:
+        return name in self.names or (bool(self.prefixes) and name.startswith(self.prefixes))
+
+
+# What an upstream's answer keeps by default: what SDKs and rate-limit-aware clients read.
+DEFAULT_RESPONSE_HEADERS = (
+    "x-request-id",
+    "request-id",
+    "x-ratelimit-*",
+    "retry-after",
+    "retry-after-ms",
+    "openai-processing-ms",
+    "openai-version",
+    "anthropic-ratelimit-*",
+)
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "api-key", "x-api-key"}
+)
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Never passed back to a client: the router frames the body itself, an upstream's
+# cookies and auth challenges are the router's business, and x-router-* are its own.
+NEVER_RESPONSE = _HOP_BY_HOP | {
+    "set-cookie",
+    "set-cookie2",
+    "content-length",
+    "content-encoding",
+    "content-type",
+    "www-authenticate",
+    "date",
+    "server",
+}
+# Never passed on to an upstream: credentials (the router sends the upstream's own)
+# and what the router sets itself.
+NEVER_REQUEST = (
+    _HOP_BY_HOP
+    | SECRET_HEADERS
+    | {"host", "content-length", "content-type", "accept-encoding", "expect"}
+)
+# What a client's request passes on by default: W3C trace context, so traces continue.
+DEFAULT_REQUEST_HEADERS = ("traceparent", "tracestate")
+
+
+_DEFAULT_RESPONSE = HeaderRules.of(DEFAULT_RESPONSE_HEADERS)
+_DEFAULT_REQUEST = HeaderRules.of(DEFAULT_REQUEST_HEADERS)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadersConfig:
+    response: HeaderRules = _DEFAULT_RESPONSE
+    request: HeaderRules = _DEFAULT_REQUEST
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """A model-routed pass-through endpoint (`/v1/embeddings`, `/v1/completions`).
+
+    `models` maps the model name a client sends to (upstream, model name sent there).
+    """
+
+    models: dict[str, tuple[str, str]] = field(default_factory=dict)
+    cache: bool = True  # exact-match cache (embeddings), when the policy has a cache
+
+
+@dataclass(frozen=True, slots=True)
 class RecordConfig:
     sink: str = "jsonl"  # "jsonl" or "redis" (a Redis Stream, for a fleet)
     path: str | None = "records/decisions.jsonl"
@@ -200,6 +296,11 @@ class Policy:
     budgets: BudgetConfig | None = None
     cache: CacheConfig | None = None  # None: no cache
     max_body_bytes: int = 10 * 1024 * 1024
+    headers: HeadersConfig = HeadersConfig()
+    embeddings: EndpointConfig = EndpointConfig()
+    completions: EndpointConfig = EndpointConfig(cache=False)
+    # The upstream that any other `/v1/...` path goes to as is; None: a 404 naming this.
+    passthrough: str | None = None
     source: str = "<policy>"
     demo: bool = False
 

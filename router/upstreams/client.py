@@ -1,11 +1,20 @@
-"""One OpenAI-compatible upstream on one long-lived pooled `httpx.AsyncClient`."""
+"""One OpenAI-compatible upstream on one long-lived pooled transport.
+
+There is deliberately no `httpx.AsyncClient` here: a client keeps a cookie jar,
+and a jar shared by every request of every tenant sends one tenant's upstream
+session cookie on the next tenant's request. Requests go straight to the
+transport, with only the headers the router chose.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import email.utils
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +24,22 @@ import orjson
 from router.outcomes.metrics import BREAKER_OPEN
 from router.policy.model import Upstream
 from router.upstreams.breaker import CircuitBreaker
+from router.upstreams.sse import EventBuffer, event_data, payloads
 from router.upstreams.transport import make_transport
+from router.upstreams.usage import parse_json
 
-__all__ = ["UpstreamClient", "UpstreamFailure", "UpstreamReply"]
+__all__ = ["UpstreamClient", "UpstreamFailure", "UpstreamReply", "retry_after_of"]
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# Statuses that say the router's own set-up is wrong (its key, its model name, its
+# URL), not the client's request: the client is not told its key is invalid, and
+# the next target may still answer.
+_SETUP_STATUS = frozenset({401, 403, 404, 407})
+# A 429 that asks for a longer wait than this is not retried on the same upstream.
+_MAX_INLINE_WAIT_S = 1.0
 _httpx_log = logging.getLogger("httpx")
+
+Headers = Sequence[tuple[bytes, bytes]]
 
 
 class UpstreamFailure(Exception):
@@ -33,6 +52,8 @@ class UpstreamFailure(Exception):
         detail: str,
         status: int | None = None,
         body: bytes | None = None,
+        headers: httpx.Headers | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{upstream}: {detail}")
         self.upstream = upstream
@@ -40,6 +61,9 @@ class UpstreamFailure(Exception):
         self.detail = detail
         self.status = status
         self.body = body
+        self.headers = headers
+        # Seconds the upstream (or its open breaker) asks callers to wait.
+        self.retry_after = retry_after
 
 
 @dataclass(slots=True)
@@ -51,9 +75,67 @@ class UpstreamReply:
     started: float
     headers_at: float
     attempts: int
+    _chunks: AsyncIterator[bytes] | None = None
 
     async def aclose(self) -> None:
         await self.response.aclose()
+
+    async def read_json(self, deadline: float) -> tuple[bytes, dict[str, Any]]:
+        """The whole body as a JSON object, or a failure the next target can follow.
+
+        Nothing has reached the client while the body is read, so an upstream that
+        stalls, cuts the body or answers 200 with something that is not JSON costs
+        a fallback, not the request, and counts against its breaker.
+        """
+        try:
+            async with asyncio.timeout(max(deadline - time.perf_counter(), 0.001)):
+                raw = await self.response.aread()
+        except (TimeoutError, httpx.HTTPError) as exc:
+            await self.aclose()
+            raise self._broken("body_cut", f"the answer broke off ({type(exc).__name__})") from None
+        data = parse_json(raw)
+        if data is None:
+            raise self._broken("bad_response", "the answer is not a JSON object")
+        return raw, data
+
+    async def first_events(self, deadline: float, buffer: EventBuffer) -> bytes:
+        """The first complete SSE events, checked, before anything is sent to the client."""
+        upstream = self.upstream
+        budget = min(upstream.config.timeouts.first_byte, deadline - time.perf_counter())
+        chunks = self.chunks()
+        try:
+            async with asyncio.timeout(max(budget, 0.001)):
+                async for chunk in chunks:
+                    events = buffer.feed(chunk)
+                    if events:
+                        break
+                else:
+                    # The body ended: whatever is left is the last (unterminated) event.
+                    events = buffer.feed(b"\n\n")
+        except (TimeoutError, httpx.HTTPError) as exc:
+            await self.aclose()
+            raise self._broken(
+                "stream_cut", f"the stream broke off ({type(exc).__name__})"
+            ) from None
+        first = next(payloads(events), None)
+        if first is None or (first != b"[DONE]" and event_data(first) is None):
+            await self.aclose()
+            raise self._broken("bad_response", "the stream does not start with an event")
+        data = event_data(first)
+        if data is not None and "error" in data:
+            await self.aclose()
+            raise self._broken("stream_error", "the stream starts with an error event")
+        return events
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The raw body; one iterator per reply, so reading can resume after `first_events`."""
+        if self._chunks is None:
+            self._chunks = self.response.aiter_raw()
+        return self._chunks
+
+    def _broken(self, kind: str, detail: str) -> UpstreamFailure:
+        self.upstream.breaker.failure()
+        return UpstreamFailure(self.upstream.name, kind, detail)
 
 
 class UpstreamClient:
@@ -65,33 +147,43 @@ class UpstreamClient:
             config.breaker.failures,
             config.breaker.cooldown,
             on_change=lambda opened: gauge.set(1 if opened else 0),
+            probe_timeout=config.timeouts.total,
         )
         t = config.timeouts
+        self.transport = transport or make_transport(max_connections=config.max_connections)
+        url = httpx.URL(config.base_url)
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
-        timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.connect)
-        self.transport = transport or make_transport(max_connections=config.max_connections)
-        # The client owns the transport (aclose) and the cookie jar; `_send` skips its
-        # per-request layers (URL merge, auth, redirects, hooks), which cost ~15% of a
-        # proxied request's CPU, and does what of them applies to this one POST.
-        self.client = httpx.AsyncClient(
-            base_url=config.base_url, headers=headers, timeout=timeout, transport=self.transport
-        )
-        self.url = f"{config.base_url}/chat/completions"
+        elif url.username or url.password:
+            # userinfo in base_url is basic auth; it is sent as a header, never in the URL.
+            pair = f"{url.username}:{url.password}".encode()
+            headers["authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self.base = url.copy_with(username=None, password=None)
+        self.url = str(self.base.join(self.base.path.rstrip("/") + "/chat/completions"))
         self._url = httpx.URL(self.url)
-        self._headers = httpx.Headers(self.client.headers)
+        self._headers = httpx.Headers(headers)
+        timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.connect)
         self._extensions = {"timeout": timeout.as_dict()}
-        # userinfo in base_url means auth that only AsyncClient.send applies.
-        self._direct = not (self._url.username or self._url.password)
-        self._has_cookies = False
 
     def payload(self, body: dict[str, Any]) -> bytes:
         out = dict(body)
         out["model"] = self.config.model
         return orjson.dumps(out)
 
-    async def open(self, payload: bytes, deadline: float) -> UpstreamReply:
+    def url_for(self, path: str, query: bytes = b"") -> httpx.URL:
+        """`path` (below the API root, e.g. "/embeddings") on this upstream's base URL."""
+        url = self.base.copy_with(path=self.base.path.rstrip("/") + path)
+        return url.copy_with(query=query) if query else url
+
+    async def open(
+        self,
+        payload: bytes,
+        deadline: float,
+        extra: Headers = (),
+        url: httpx.URL | None = None,
+        method: str = "POST",
+    ) -> UpstreamReply:
         """Send the request; retry connect errors, 429 and 5xx with backoff.
 
         Returns once a 2xx status and headers arrived. Nothing has reached the
@@ -102,15 +194,22 @@ class UpstreamClient:
         attempt = 0
         while True:
             attempt += 1
+            probe = self.breaker.state == "half-open"
             if not self.breaker.allow():
-                raise UpstreamFailure(self.name, "circuit_open", "circuit breaker is open")
+                raise UpstreamFailure(
+                    self.name,
+                    "circuit_open",
+                    "circuit breaker is open",
+                    status=self.breaker.last_status,
+                    retry_after=self.breaker.remaining(),
+                )
             failure: UpstreamFailure
             try:
                 budget = min(config.timeouts.first_byte, deadline - time.perf_counter())
                 if budget <= 0:
                     raise TimeoutError
                 async with asyncio.timeout(budget):
-                    response = await self._send(payload)
+                    response = await self._send(method, url or self._url, payload, extra)
             except (TimeoutError, httpx.TimeoutException) as exc:
                 if _refused(exc):
                     failure = UpstreamFailure(self.name, "connect_error", "connection refused")
@@ -120,47 +219,73 @@ class UpstreamClient:
                     )
             except httpx.TransportError as exc:
                 failure = UpstreamFailure(self.name, "connect_error", type(exc).__name__)
+            except BaseException:
+                # Cancelled (the client left, or a timeout above us): a probe that
+                # never reports would keep the circuit half-open for good.
+                if probe:
+                    self.breaker.abandon()
+                raise
             else:
-                if response.status_code < 400:
+                status = response.status_code
+                if 200 <= status < 300:
                     self.breaker.success()
                     return UpstreamReply(self, response, started, time.perf_counter(), attempt)
-                detail, raw = await _error_detail(response)
-                status = response.status_code
-                if status not in _RETRY_STATUS:
-                    # A 4xx other than 429 is the request's fault, not the upstream's:
-                    # no retry, no fallback, no breaker count. Hand it to the client.
+                failure = await self._failure(response)
+                if failure.kind == "client_error":
+                    # The request's fault, not the upstream's: no retry, no fallback,
+                    # no breaker count. Hand it to the client.
                     self.breaker.success()
-                    raise UpstreamFailure(self.name, "client_error", detail, status, raw)
-                failure = UpstreamFailure(self.name, f"http_{status}", detail, status)
-            self.breaker.failure()
-            if attempt > config.retries or time.perf_counter() >= deadline:
+                    raise failure
+            self.breaker.failure(failure.status)
+            wait = config.backoff * (2 ** (attempt - 1))
+            if failure.retry_after is not None:
+                wait = max(wait, failure.retry_after)
+            if (
+                attempt > config.retries
+                or failure.kind in ("http_3xx", "upstream_setup")
+                or wait > _MAX_INLINE_WAIT_S
+                or time.perf_counter() + wait >= deadline
+            ):
                 raise failure
-            await asyncio.sleep(config.backoff * (2 ** (attempt - 1)))
+            await asyncio.sleep(wait)
+
+    async def _failure(self, response: httpx.Response) -> UpstreamFailure:
+        status = response.status_code
+        detail, raw = await _error_detail(response, self.config.api_key)
+        if status < 400:
+            # A redirect is never followed (it could point anywhere); a 1xx final
+            # status is not an answer either.
+            return UpstreamFailure(self.name, "http_3xx", f"HTTP {status} (not followed)", status)
+        if status in _SETUP_STATUS:
+            return UpstreamFailure(self.name, "upstream_setup", detail, status)
+        if status in _RETRY_STATUS:
+            return UpstreamFailure(
+                self.name,
+                f"http_{status}",
+                detail,
+                status,
+                headers=response.headers,
+                retry_after=retry_after_of(response.headers),
+            )
+        return UpstreamFailure(self.name, "client_error", detail, status, raw, response.headers)
 
     async def send_once(self, payload: bytes) -> httpx.Response:
         """One attempt, body read, outside the breaker and retries (shadow traffic)."""
-        response = await self._send(payload)
+        response = await self._send("POST", self._url, payload, ())
         try:
             await response.aread()
         finally:
             await response.aclose()
         return response
 
-    async def _send(self, payload: bytes) -> httpx.Response:
-        """`client.send(client.build_request("POST", url, content=payload), stream=True)`."""
-        if not self._direct:
-            request = self.client.build_request("POST", self.url, content=payload)
-            return await self.client.send(request, stream=True)
-        cookies = self.client.cookies
+    async def _send(
+        self, method: str, url: httpx.URL, payload: bytes, extra: Headers
+    ) -> httpx.Response:
+        headers = self._headers
+        if extra:
+            headers = httpx.Headers([*self._headers.raw, *extra])
         request = httpx.Request(
-            "POST",
-            self._url,
-            headers=self._headers,
-            content=payload,
-            extensions=self._extensions,
-            # Testing the jar itself walks every cookie; a flag set on the first
-            # set-cookie keeps the common no-cookie case free.
-            cookies=httpx.Cookies(cookies) if self._has_cookies else None,
+            method, url, headers=headers, content=payload, extensions=self._extensions
         )
         try:
             response = await self.transport.handle_async_request(request)
@@ -168,9 +293,6 @@ class UpstreamClient:
             exc.request = request
             raise
         response.request = request
-        if "set-cookie" in response.headers:
-            cookies.extract_cookies(response)
-            self._has_cookies = True
         if _httpx_log.isEnabledFor(logging.INFO):
             _httpx_log.info(
                 'HTTP Request: %s %s "%s %d %s"',
@@ -183,12 +305,41 @@ class UpstreamClient:
         return response
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.transport.aclose()
 
 
-async def _error_detail(response: httpx.Response) -> tuple[str, bytes]:
+def retry_after_of(headers: httpx.Headers) -> float | None:
+    """Seconds from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(float(ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
     try:
-        raw = await response.aread()
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def redact(raw: bytes, secret: str | None) -> bytes:
+    """An upstream may echo the key it was sent; it never goes further than here."""
+    if secret and len(secret) >= 4 and secret.encode() in raw:
+        raw = raw.replace(secret.encode(), b"[redacted]")
+    return raw
+
+
+async def _error_detail(response: httpx.Response, secret: str | None) -> tuple[str, bytes]:
+    try:
+        raw = redact(await response.aread(), secret)
     except httpx.HTTPError:
         raw = b""
     finally:
