@@ -10,18 +10,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.ingress.errors import RouterError
+from router.passthrough import Passthrough
 from router.pipeline import PolicySource, Router
 from router.policy.model import Policy, ScoringConfig
 from router.responses import send_bytes, send_error, send_json
 from router.upstreams.pool import TransportFactory
 
 __all__ = ["RouterMiddleware", "create_app"]
-
-_V1 = {
-    "/v1/chat/completions": ("POST", "chat"),
-    "/v1/models": ("GET", "models"),
-    "/v1/feedback": ("POST", "feedback"),
-}
 
 
 def _default_scorer_factory(config: ScoringConfig) -> Any:
@@ -54,6 +49,15 @@ class RouterMiddleware:
         self.router = router or Router(
             policy, transport_factory=transport_factory, scorer_factory=scorer_factory, watch=watch
         )
+        relay = Passthrough(self.router)
+        self.relay = relay
+        self._routes: dict[str, tuple[str, ASGIApp]] = {
+            "/v1/chat/completions": ("POST", self.router.chat),
+            "/v1/embeddings": ("POST", relay.embeddings),
+            "/v1/completions": ("POST", relay.completions),
+            "/v1/models": ("GET", self.router.models),
+            "/v1/feedback": ("POST", self.router.feedback),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -78,21 +82,25 @@ class RouterMiddleware:
         return wrapped
 
     async def _v1(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
-        route = _V1.get(path.rstrip("/"))
+        route = self._routes.get(path.rstrip("/"))
+        method = scope["method"]
         if route is None:
-            error = RouterError.not_found(f"Unknown endpoint: {scope['method']} {path}.")
-        elif scope["method"] != route[0]:
+            if method == "GET" and path.startswith("/v1/models/") and len(path) > 11:
+                await self.relay.model(scope, receive, send)
+            else:
+                await self.relay.other(scope, receive, send)
+            return
+        allowed, handler = route
+        if method != allowed:
             error = RouterError(
                 405,
-                f"Method {scope['method']} is not allowed on {path}; use {route[0]}.",
+                f"Method {method} is not allowed on {path}; use {allowed}.",
                 code="method_not_allowed",
-                headers={"allow": route[0]},
+                headers={"allow": allowed},
             )
-        else:
-            handler = getattr(self.router, route[1])
-            await handler(scope, receive, send)
+            await send_error(send, error)
             return
-        await send_error(send, error)
+        await handler(scope, receive, send)
 
 
 def _metrics() -> bytes:

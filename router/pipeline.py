@@ -54,6 +54,7 @@ from router.outcomes.metrics import (
 )
 from router.outcomes.record import DecisionRecord
 from router.outcomes.sinks import JsonlSink, NullSink, RedisStreamSink, Sink
+from router.passthrough import model_list
 from router.policy.decide import Decision, RequestFacts, decide
 from router.policy.loader import default_policy_path, load_policy
 from router.policy.model import BudgetConfig, Policy, RecordConfig, ScoringConfig
@@ -211,11 +212,7 @@ class Router:
         except RouterError as exc:
             await send_error(send, exc, "")
             return
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "hybrid-router"}
-            for name in self.policy.models
-        ]
-        await send_json(send, 200, {"object": "list", "data": data}, [])
+        await send_json(send, 200, model_list(self.policy), [])
 
     async def feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Attach an outcome (a score or a label) to a request this router served."""

@@ -204,6 +204,30 @@ class SemanticCache:
         ok, _ = await self._call("store", self.config.store_timeout_ms, action)
         metrics.STORES.labels("stored" if ok else "failed").inc()
 
+    async def get_raw(self, scope: Scope, key: str) -> bytes | None:
+        """An exact-match entry (no similarity, no guards): embeddings and the like."""
+        if not self.config.enabled:
+            return None
+        ok, found = await self._call(
+            "lookup", self.config.lookup_timeout_ms, self.backend.find(scope, key, None, 1.0, 0)
+        )
+        if not ok or not isinstance(found, Found) or found.exact is None:
+            metrics.MISSES.inc()
+            return None
+        if found.exact.digest != scope.digest:
+            metrics.MISSES.inc()
+            return None
+        metrics.HITS.labels("exact").inc()
+        return found.exact.completion
+
+    async def put_raw(self, scope: Scope, key: str, blob: bytes) -> None:
+        if not self.config.enabled:
+            return
+        ok, _ = await self._call(
+            "store", self.config.store_timeout_ms, self.backend.put(scope, key, key, None, blob)
+        )
+        metrics.STORES.labels("stored" if ok else "failed").inc()
+
     async def stats(self, tenant: str | None = None) -> dict[str, Any]:
         return await self.backend.stats(tenant)
 

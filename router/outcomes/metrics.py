@@ -6,6 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "BREAKER_OPEN",
+    "CALLS",
     "FALLBACKS",
     "OVERHEAD",
     "POLICY_RELOADS",
@@ -16,6 +17,12 @@ __all__ = [
 
 REQUESTS = Counter(
     "router_requests_total", "Chat requests by rule, route and status.", ["rule", "route", "status"]
+)
+CALLS = Counter(
+    "router_calls_total",
+    "Pass-through requests (embeddings, completions, other /v1 paths) by endpoint, "
+    "upstream and status.",
+    ["endpoint", "upstream", "status"],
 )
 FALLBACKS = Counter(
     "router_fallbacks_total",

@@ -51,6 +51,10 @@ class DecisionRecord:
     answer: str | None = None
     budget: str | None = None  # "ok" or "exceeded" when the tenant has caps
     shadow_result: dict[str, Any] | None = None
+    # Set on pass-through calls (embeddings, completions, other /v1 paths): such a
+    # line has `kind: "call"`, so replay and training, which read decisions, skip it.
+    kind: str | None = None
+    endpoint: str | None = None
     v: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,4 +78,6 @@ _OPTIONAL = (
     "budget",
     "shadow_result",
     "headers",
+    "kind",
+    "endpoint",
 )

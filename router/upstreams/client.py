@@ -87,12 +87,26 @@ class UpstreamReply:
         stalls, cuts the body or answers 200 with something that is not JSON costs
         a fallback, not the request, and counts against its breaker.
         """
+        silence = self.upstream.config.timeouts.read
+        parts: list[bytes] = []
         try:
             async with asyncio.timeout(max(deadline - time.perf_counter(), 0.001)):
-                raw = await self.response.aread()
+                chunks = self.chunks()
+                while True:
+                    # A body that stops arriving for `read` seconds has stalled.
+                    async with asyncio.timeout(silence):
+                        chunk = await anext(chunks, None)
+                    if chunk is None:
+                        break
+                    parts.append(chunk)
         except (TimeoutError, httpx.HTTPError) as exc:
             await self.aclose()
-            raise self._broken("body_cut", f"the answer broke off ({type(exc).__name__})") from None
+            raise self._broken(
+                "body_cut", f"the answer broke off ({type(exc).__name__})"
+            ) from None
+        finally:
+            await self.aclose()
+        raw = b"".join(parts)
         data = parse_json(raw)
         if data is None:
             raise self._broken("bad_response", "the answer is not a JSON object")
@@ -277,6 +291,13 @@ class UpstreamClient:
         finally:
             await response.aclose()
         return response
+
+    async def send_raw(
+        self, method: str, url: httpx.URL, payload: bytes, extra: Headers, first_byte: float
+    ) -> httpx.Response:
+        """One attempt of any request, body not read, outside the breaker (pass-through)."""
+        async with asyncio.timeout(first_byte):
+            return await self._send(method, url, payload, extra)
 
     async def _send(
         self, method: str, url: httpx.URL, payload: bytes, extra: Headers
