@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from router.cli import main
+from router.policy.quantiles import QuantileTable
 from router.replay.labels import labels_of, strong_needed
 from router.replay.onnxhead import HeadSwapError, head_input_name, replace_head
-from router.policy.quantiles import QuantileTable
 from router.replay.training import examples_from_records, fit_logistic, fit_warm
 from router.scoring import Scorer
 from router.scoring.model_dir import default_model_dir
