@@ -18,6 +18,7 @@ _COMMANDS = (
     "router.commands.score",
     "router.commands.calibrate",
     "router.commands.eval",
+    "router.commands.judge",
 )
 
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from router.cli import main
+from router.policy.quantiles import QuantileTable
 from router.replay.labels import labels_of, strong_needed
 from router.replay.onnxhead import HeadSwapError, head_input_name, replace_head
-from router.replay.training import examples_from_records, fit_logistic
+from router.replay.training import examples_from_records, fit_logistic, fit_warm
 from router.scoring import Scorer
 from router.scoring.model_dir import default_model_dir
 
@@ -145,3 +146,64 @@ def test_train_refuses_too_few_labels(tmp_path: Path, capsys: pytest.CaptureFixt
     )
     assert main(["train", "--records", str(path), "--out", str(tmp_path / "o")]) == 1
     assert "at least 10" in capsys.readouterr().err
+
+
+def test_fit_warm_stays_at_the_base_head_without_evidence() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 4))
+    base = x[:, 0] * 2.0
+    y = (rng.random(400) < 1 / (1 + np.exp(-base))).astype(np.float64)
+    # Labels that agree with the base head leave it (nearly) alone ...
+    head = fit_warm(base, x, y, l2=10.0)
+    assert head.scale == pytest.approx(1.0, abs=0.25)
+    assert np.abs(head.weight).max() < 0.3
+    # ... labels that depend on something else move it, more with a weaker pull.
+    y2 = (x[:, 1] > 0).astype(np.float64)
+    strong_pull, weak_pull = fit_warm(base, x, y2, l2=100.0), fit_warm(base, x, y2, l2=0.1)
+    assert 0 < strong_pull.weight[1] < weak_pull.weight[1]
+    assert weak_pull.scale < strong_pull.scale
+
+
+def test_warm_start_keeps_the_shipped_head_and_stacks(tmp_path: Path) -> None:
+    records = synthetic_records(tmp_path / "records.jsonl", 120)
+    out = tmp_path / "team-1"
+    assert main(["train", "--records", str(records), "--out", str(out)]) == 0
+    report = json.loads((out / "train-report.json").read_text())
+    assert report["warm_start"] is True and report["onnx_head_max_diff"] < 1e-3
+    assert "kept whole" in json.loads((out / "classifier.json").read_text())["score"]
+    # A warm-started model warm-starts again (the corrections stack) ...
+    again = tmp_path / "team-2"
+    assert main(["train", "--records", str(records), "--out", str(again), "--base", str(out)]) == 0
+    assert json.loads((again / "train-report.json").read_text())["onnx_head_max_diff"] < 1e-3
+    # ... and each one ships the quantile table its percent rules need.
+    table = QuantileTable.load(again / "quantiles.json")
+    assert table.model == "team-2" and table.n > 50
+
+
+ROUTING = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing"
+
+
+@pytest.mark.skipif(not ROUTING.exists(), reason="routing data not laid out next to the repo")
+def test_warm_start_on_one_kind_of_prompt_keeps_the_others(tmp_path: Path) -> None:
+    """A team's 150 GSM8K labels must not wipe out what the head knows about MMLU."""
+    from router.evaluation import read_jsonl
+    from router.replay.convert import convert_routing_rows
+
+    rows = [r for r in read_jsonl(ROUTING / "train.jsonl") if r["benchmark"] == "gsm8k"][:150]
+    records = tmp_path / "team.jsonl"
+    converted = convert_routing_rows(rows, {"strong": "cloud", "weak": "local"})
+    records.write_text("".join(json.dumps(r) + "\n" for r in converted))
+    warm, scratch = tmp_path / "warm", tmp_path / "scratch"
+    assert main(["train", "--records", str(records), "--out", str(warm)]) == 0
+    assert main(["train", "--records", str(records), "--out", str(scratch), "--from-scratch"]) == 0
+    mmlu = [str(r["prompt"]) for r in read_jsonl(ROUTING / "dev.jsonl") if r["benchmark"] == "mmlu"]
+    mmlu = mmlu[::10]
+
+    def ranks(model: Path | None) -> np.ndarray:
+        scores, _ = Scorer.from_path(model, threads=1).score_batch(mmlu)
+        return np.argsort(np.argsort(scores)).astype(np.float64)
+
+    base = ranks(None)
+    warm_corr = np.corrcoef(base, ranks(warm))[0, 1]
+    scratch_corr = np.corrcoef(base, ranks(scratch))[0, 1]
+    assert warm_corr > 0.9 > scratch_corr

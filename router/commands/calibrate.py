@@ -17,11 +17,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="find the score threshold for a target cloud share",
         description="Read prompts or decision records (JSON lines); use each record's "
         "recorded 'score' when present, else score its 'prompt'. Print the threshold that "
-        "sends --cloud-share of them to the strong model, and the policy rule to paste.",
+        "sends --cloud-share of them to the strong model, and the policy rule to paste; "
+        "with --write, save their quantile table, which `score: {top_percent: N}` rules "
+        "read (policy `scoring: {quantiles: FILE}`, or quantiles.json beside the model).",
     )
     parser.add_argument("--in", dest="input", required=True, help="JSON lines: prompts or records")
+    parser.add_argument("--cloud-share", type=float, help="share for the strong model, in (0, 1)")
     parser.add_argument(
-        "--cloud-share", type=float, required=True, help="share for the strong model, in (0, 1)"
+        "--write", metavar="FILE", help="write the scores' quantile table (JSON) to FILE"
     )
     parser.add_argument("--model", help="classifier directory (default: the shipped one)")
     parser.add_argument("--strong", default="cloud", help="target name of the strong model")
@@ -76,12 +79,19 @@ def run(args: argparse.Namespace) -> int:
     from router.evaluation import read_jsonl
     from router.scoring import ScorerLoadError
 
-    if not 0.0 < args.cloud_share < 1.0:
+    if args.cloud_share is None and args.write is None:
+        print("router calibrate: give --cloud-share, --write or both", file=sys.stderr)
+        return 2
+    if args.cloud_share is not None and not 0.0 < args.cloud_share < 1.0:
         print("router calibrate: --cloud-share must be in (0, 1)", file=sys.stderr)
         return 2
     try:
         records = list(read_jsonl(args.input))
         scores = _scores(records, args.model)
+        if args.write is not None:
+            _write_table(scores, args)
+        if args.cloud_share is None:
+            return 0
         threshold = threshold_for_share(scores, args.cloud_share)
     except (OSError, ValueError, ScorerLoadError) as exc:
         print(f"router calibrate: {exc}", file=sys.stderr)
@@ -92,5 +102,23 @@ def run(args: argparse.Namespace) -> int:
         f"# {len(scores)} prompts; score >= {threshold:.4f} sends {actual:.1%} to "
         f"{args.strong} (asked for {args.cloud_share:.1%})"
     )
+    print(
+        f"# in percent of traffic (resolved through the quantile table when the policy "
+        f"loads): score: {{top_percent: {100 * args.cloud_share:g}}}"
+    )
     print(policy_snippet(threshold, args.strong, args.weak), end="")
     return 0
+
+
+def _write_table(scores: np.ndarray, args: argparse.Namespace) -> None:
+    from router.policy.quantiles import QuantileTable
+    from router.scoring.model_dir import ModelDir, default_model_dir
+
+    model = ModelDir.load(args.model or default_model_dir()).name
+    table = QuantileTable.from_scores(scores, source=str(args.input), model=model)
+    path = table.write(args.write)
+    p = [table.score_at_top(x) for x in (10, 30, 50)]
+    print(
+        f"# wrote {path}: quantiles of {table.n} scores; top 10% >= {p[0]:.4f}, "
+        f"top 30% >= {p[1]:.4f}, top 50% >= {p[2]:.4f}"
+    )

@@ -13,9 +13,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser = sub.add_parser(
         "train",
         help="retrain the routing head on labelled decision records",
-        description="Fit a new routing head on records labelled by feedback, rated shadow "
-        "pairs or quality labels; write a new classifier directory and compare it with the "
-        "old one on held-out records.",
+        description="Warm-start the routing head on records labelled by feedback, rated "
+        "shadow pairs or quality labels (the base head is kept and corrected, pulled towards "
+        "itself); write a new classifier directory and compare it with the old one on "
+        "held-out records.",
     )
     parser.add_argument("--records", nargs="+", required=True, help="decision record files")
     parser.add_argument("--base", help="classifier directory to start from (default: shipped)")
@@ -28,7 +29,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument(
         "--holdout", type=float, default=0.2, help="share of records held out (default 0.2)"
     )
-    parser.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the head (default 1)")
+    parser.add_argument(
+        "--l2",
+        type=float,
+        help="L2 penalty: towards the base head when warm-starting (default 10), "
+        "towards zero with --from-scratch (default 1)",
+    )
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="replace the base head with a plain logistic head instead of correcting it "
+        "(forgets the domain prior)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -55,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
             strong=label_map["strong"],
             weak=label_map["weak"],
             holdout=args.holdout,
-            l2=args.l2,
+            l2=args.l2 if args.l2 is not None else (1.0 if args.from_scratch else 10.0),
+            warm=not args.from_scratch,
         )
     except (ValueError, ScorerLoadError) as exc:
         print(f"router train: {exc}", file=sys.stderr)

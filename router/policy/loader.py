@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -35,6 +36,8 @@ from router.policy.model import (
     Timeouts,
     Upstream,
 )
+from router.policy.quantiles import FILE_NAME as QUANTILES_FILE
+from router.policy.quantiles import QuantileTable, QuantileTableError
 from router.policy.reader import Section, strings_of
 from router.policy.yamlnodes import Errors, Node, compose
 
@@ -73,6 +76,7 @@ _UPSTREAM = {
 _ROUTE = {"name", "match", "target", "fallbacks", "rollout", "shadow", "cache"}
 _MATCH = {"model", "tenant", "headers", "prompt_chars", "prompt_tokens", "score"}
 _RANGE = {"gt", "gte", "lt", "lte"}
+_SCORE_RANGE = _RANGE | {"top_percent", "bottom_percent"}
 
 
 _POSITION = re.compile(r":(\d+):(\d+): ")
@@ -196,7 +200,9 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
             },
         )
     )
-    scoring = _scoring(top.section("scoring", {"enabled", "model", "max_batch", "max_wait_ms"}))
+    scoring = _scoring(
+        top.section("scoring", {"enabled", "model", "max_batch", "max_wait_ms", "quantiles"})
+    )
     server = top.section("server", {"max_body_mb"})
     max_body = int(
         (server.number("max_body_mb", 10.0, low=0.001) if server else 10.0) * 1024 * 1024
@@ -228,6 +234,7 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
     completions = _endpoint(top.section("completions", {"models", "cache"}), False, check_target)
     passthrough = top.string("passthrough") or None
     check_target(top.value_node("passthrough"), passthrough)
+    quantiles = _resolve_percents(routes, scoring, top.value_node("scoring") or top.node, errors)
 
     if errors or default is None or on_error is None:
         return None
@@ -249,6 +256,7 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         passthrough=passthrough,
         source=source,
         demo=top.boolean("demo", False),
+        quantiles=quantiles,
     )
 
 
@@ -306,6 +314,67 @@ def _range(s: Section | None) -> Range | None:
     return Range(**values)
 
 
+def _score_range(s: Section | None) -> Range | None:
+    """A score range; `top_percent` / `bottom_percent` stay unresolved until the table loads."""
+    if s is None:
+        return None
+    percents = [k for k in ("top_percent", "bottom_percent") if s.has(k)]
+    if not percents:
+        return _range(s)
+    if len(s.names()) > 1:
+        s.errors.add(s.node, f"'{percents[0]}' cannot be combined with other bounds")
+    value = s.number(percents[0], 0.0, low=0, high=100)
+    return Range(**{percents[0]: value})
+
+
+def _resolve_percents(
+    routes: list[Route], scoring: ScoringConfig, node: Node | None, errors: Errors
+) -> QuantileTable | None:
+    """The policy's quantile table; percent rules in `routes` rewritten to score bounds."""
+    uses = [i for i, r in enumerate(routes) if r.match.score and _is_percent(r.match.score)]
+    path = scoring.quantiles
+    if not uses and path is None:
+        return None
+    try:
+        if path is None:
+            from router.scoring.model_dir import ScorerLoadError, default_model_dir
+
+            try:
+                model_dir = Path(scoring.model) if scoring.model else default_model_dir()
+            except ScorerLoadError as exc:
+                raise QuantileTableError(str(exc)) from None
+            path = str(model_dir / QUANTILES_FILE)
+        table = QuantileTable.load(path)
+    except QuantileTableError as exc:
+        if uses:
+            errors.add(node, f"score rules in percent need a quantile table: {exc}")
+        else:
+            errors.add(node, str(exc))
+        return None
+    for i in uses:
+        route = routes[i]
+        score = route.match.score
+        assert score is not None
+        if score.top_percent is not None:
+            p = score.top_percent
+            # 0%: nothing (no score is above +inf); otherwise the top p% of the table.
+            bound = Range(gt=math.inf) if p <= 0 else Range(gte=table.score_at_top(p))
+            resolved = dataclasses.replace(bound, top_percent=p)
+        else:
+            p = score.bottom_percent or 0.0
+            # The exact complement of top_percent: 100 - p.
+            cut = math.inf if p >= 100 else -math.inf if p <= 0 else table.score_at_top(100 - p)
+            resolved = Range(lt=cut, bottom_percent=p)
+        routes[i] = dataclasses.replace(
+            route, match=dataclasses.replace(route.match, score=resolved)
+        )
+    return table
+
+
+def _is_percent(r: Range) -> bool:
+    return r.top_percent is not None or r.bottom_percent is not None
+
+
 def _route(s: Section, fallback_name: str, check_target: object) -> Route | None:
     assert callable(check_target)
     name = s.string("name", fallback_name) or fallback_name
@@ -335,7 +404,7 @@ def _route(s: Section, fallback_name: str, check_target: object) -> Route | None
             headers=tuple(headers),
             prompt_chars=_range(m.section("prompt_chars", _RANGE)),
             prompt_tokens=_range(m.section("prompt_tokens", _RANGE)),
-            score=_range(m.section("score", _RANGE)),
+            score=_score_range(m.section("score", _SCORE_RANGE)),
         )
     rollout = None
     if (r := s.section("rollout", {"percent", "target", "sticky"})) is not None:
@@ -425,6 +494,7 @@ def _scoring(s: Section | None) -> ScoringConfig:
     return ScoringConfig(
         enabled=s.boolean("enabled", True),
         model=s.string("model") or None,
+        quantiles=s.string("quantiles") or None,
         max_batch=s.integer("max_batch", d.max_batch, low=1),
         max_wait_ms=s.number("max_wait_ms", d.max_wait_ms, low=0),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from router.cache.config import CacheConfig
+from router.policy.quantiles import QuantileTable
 
 __all__ = [
     "NEVER_REQUEST",
@@ -79,6 +80,10 @@ class Range:
     gte: float | None = None
     lt: float | None = None
     lte: float | None = None
+    # `score: {top_percent: N}` / `{bottom_percent: N}` as written; the loader has
+    # already turned it into gte / lt through the policy's quantile table.
+    top_percent: float | None = None
+    bottom_percent: float | None = None
 
     def contains(self, value: float) -> bool:
         return (
@@ -255,6 +260,8 @@ class RecordConfig:
 class ScoringConfig:
     enabled: bool = False
     model: str | None = None  # a classifier directory; None = the shipped default
+    # The quantile table behind `top_percent` rules; None = `quantiles.json` of the model.
+    quantiles: str | None = None
     max_batch: int = 32
     max_wait_ms: float = 2.0
 
@@ -303,6 +310,8 @@ class Policy:
     passthrough: str | None = None
     source: str = "<policy>"
     demo: bool = False
+    # Loaded when a score rule speaks in percent of traffic (and for reports).
+    quantiles: QuantileTable | None = None
 
     @property
     def uses_score(self) -> bool:

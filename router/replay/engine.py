@@ -408,15 +408,33 @@ class Replay:
             if s.size
             else {self.sweep.value}
         )
+        table = self.candidate.quantiles
         rows = []
         for t in thresholds:
             target = self.targets_at(ab, actual, t)
             row = self.summary(target, self.candidate)
-            rows.append({"threshold": t, **row})
+            # The same threshold in the terms a policy author reads: the share of
+            # these records scoring at or above it, and of the quantile table's traffic.
+            rows.append(
+                {
+                    "threshold": t,
+                    "top_percent": 100.0 * float((s >= t).mean()) if s.size else None,
+                    "table_top_percent": table.top_percent(t) if table is not None else None,
+                    **row,
+                }
+            )
+        score = self.sweep.route.match.score
         return {
             "rule": self.sweep.route.name,
             "op": self.sweep.op,
             "current": self.sweep.value,
+            "current_top_percent": 100.0 * float((s >= self.sweep.value).mean())
+            if s.size
+            else None,
+            "written": {"top_percent": score.top_percent, "bottom_percent": score.bottom_percent}
+            if score is not None
+            else None,
+            "quantiles": table.source if table is not None else None,
             "points": rows,
         }
 

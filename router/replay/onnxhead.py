@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["HeadSwapError", "head_input_name", "replace_head"]
+__all__ = ["HeadSwapError", "head_input_name", "replace_head", "warm_head"]
 
 # Field numbers from onnx.proto.
 _MODEL_GRAPH = 7
@@ -32,6 +32,7 @@ _NODE_INPUT, _NODE_OUTPUT, _NODE_NAME, _NODE_OP = 1, 2, 3, 4
 _TENSOR_DIMS, _TENSOR_TYPE, _TENSOR_NAME, _TENSOR_RAW = 1, 2, 8, 9
 _FLOAT, _INT64 = 1, 7
 _PREFIX = "retrained_head/"
+_WARM = "warm_head"
 
 
 class HeadSwapError(ValueError):
@@ -108,10 +109,11 @@ def _tensor(name: str, array: npt.NDArray[np.generic], data_type: int) -> bytes:
     return _bytes_field(_GRAPH_INITIALIZER, body)
 
 
-def _node(op: str, inputs: list[str], outputs: list[str]) -> bytes:
+def _node(op: str, inputs: list[str], outputs: list[str], prefix: str = _PREFIX) -> bytes:
     body = b"".join(_bytes_field(_NODE_INPUT, x.encode()) for x in inputs)
     body += b"".join(_bytes_field(_NODE_OUTPUT, x.encode()) for x in outputs)
-    body += _bytes_field(_NODE_NAME, (_PREFIX + op).encode())
+    # Node names must be unique in a graph: name a node after its first output.
+    body += _bytes_field(_NODE_NAME, (prefix + op + ":" + outputs[0]).encode())
     body += _bytes_field(_NODE_OP, op.encode())
     return _bytes_field(_GRAPH_NODE, body)
 
@@ -176,6 +178,51 @@ def replace_head(model: bytes, weight: npt.ArrayLike, bias: float) -> bytes:
         _node("Add", [p + "matmul", p + "bias"], [p + "logit2d"]),
         _node("Squeeze", [p + "logit2d", p + "axes"], [p + "logit"]),
         _node("Sigmoid", [p + "logit"], ["score"]),
+    ]
+    new_graph = b"".join(kept)
+    out = [
+        _bytes_field(_MODEL_GRAPH, new_graph) if f.number == _MODEL_GRAPH else f.raw for f in top
+    ]
+    return b"".join(out)
+
+
+def warm_head(model: bytes, scale: float, weight: npt.ArrayLike, bias: float) -> bytes:
+    """The model with `score = sigmoid(scale * old_logit + [embedding, log_chars] @ weight + bias)`.
+
+    The old head (domain prior included) keeps running; only its final Sigmoid
+    is replaced, so a warm-started model adds a correction instead of forgetting.
+    Applied again to a warm-started model it stacks another correction.
+    """
+    w = np.asarray(weight, dtype=np.float32).reshape(-1, 1)
+    head_input = head_input_name(model)
+    top, graph = _split(model)
+    kept: list[bytes] = []
+    logit: str | None = None
+    rounds = 0
+    for f in _fields(graph):
+        if f.number == _GRAPH_NODE and isinstance(f.value, bytes):
+            op, inputs, outputs = _node_info(f.value)
+            if "score" in outputs:
+                if op != "Sigmoid" or len(inputs) != 1 or logit is not None:
+                    raise HeadSwapError("`score` is not one Sigmoid of a logit: cannot warm-start")
+                logit = inputs[0]
+                continue
+            rounds += any(x.startswith(_WARM) for x in outputs)
+        kept.append(f.raw)
+    if logit is None:
+        raise HeadSwapError("no node produces `score`")
+    p = f"{_WARM}{rounds}/"
+    kept += [
+        _tensor(p + "scale", np.asarray([scale], dtype=np.float32), _FLOAT),
+        _tensor(p + "weight", w, _FLOAT),
+        _tensor(p + "bias", np.asarray([bias], dtype=np.float32), _FLOAT),
+        _tensor(p + "axes", np.asarray([1], dtype=np.int64), _INT64),
+        _node("Mul", [logit, p + "scale"], [p + "scaled"], p),
+        _node("MatMul", [head_input, p + "weight"], [p + "matmul"], p),
+        _node("Add", [p + "matmul", p + "bias"], [p + "delta2d"], p),
+        _node("Squeeze", [p + "delta2d", p + "axes"], [p + "delta"], p),
+        _node("Add", [p + "scaled", p + "delta"], [p + "logit"], p),
+        _node("Sigmoid", [p + "logit"], ["score"], p),
     ]
     new_graph = b"".join(kept)
     out = [

@@ -69,6 +69,53 @@ def _summary_rows(report: dict[str, Any]) -> list[list[object]]:
     return rows
 
 
+def _threshold_label(point: dict[str, Any]) -> str:
+    """A threshold as a score and as the share of traffic at or above it."""
+    text = f"threshold {point['threshold']:.4g}"
+    if point.get("top_percent") is not None:
+        text += f" = top {point['top_percent']:.0f}% of these records"
+    if point.get("table_top_percent") is not None:
+        text += f" (top {point['table_top_percent']:.0f}% of the quantile table)"
+    return text
+
+
+def _sweep_table(report: dict[str, Any]) -> str:
+    sweep = report.get("sweep")
+    if not sweep:
+        return ""
+    strong = report["strong"]
+    written = sweep.get("written") or {}
+    said = ", ".join(f"{k}: {v:g}" for k, v in written.items() if v is not None)
+    rows = [
+        [
+            p["threshold"],
+            p.get("top_percent"),
+            p.get("table_top_percent"),
+            f"{p['share'].get(strong, 0.0):.1%}",
+            p["cost_per_1k_usd"],
+            p["quality_paired"],
+            "current" if p["threshold"] == sweep["current"] else "",
+        ]
+        for p in sweep["points"]
+    ]
+    return (
+        f"<h2>Threshold sweep of '{escape(sweep['rule'])}' ({escape(sweep['op'])} "
+        f"{sweep['current']:.4g}{escape(' = ' + said) if said else ''})</h2>"
+        + _table(
+            [
+                "score threshold",
+                "top % of records",
+                "top % of table",
+                f"share {strong}",
+                "USD / 1k req",
+                "quality (paired)",
+                "",
+            ],
+            rows,
+        )
+    )
+
+
 def _sweep_plot(report: dict[str, Any]) -> str:
     sweep = report.get("sweep")
     if not sweep:
@@ -79,7 +126,7 @@ def _sweep_plot(report: dict[str, Any]) -> str:
     strong = report["strong"]
     xs = [p["cost_per_1k_usd"] for p in pts]
     ys = [p[key] if key else p["share"].get(strong, 0.0) * 100 for p in pts]
-    labels = [f"threshold {p['threshold']:.4g}" for p in pts]
+    labels = [_threshold_label(p) for p in pts]
     keep = [i for i, y in enumerate(ys) if y is not None]
     series = [
         Series(
@@ -172,6 +219,7 @@ def render_html(report: dict[str, Any], title: str = "Replay report") -> str:
         _eval_plot(report),
         "</div>",
     ]
+    parts.append(_sweep_table(report))
     ev = report.get("eval") or {}
     if ev:
         parts.append("<h2>Routing metrics per group (router eval definitions)</h2>")

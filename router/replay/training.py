@@ -24,16 +24,20 @@ import numpy.typing as npt
 
 from router.evaluation.data import Benchmark
 from router.evaluation.report import compare, format_table, to_json
+from router.policy.quantiles import FILE_NAME as QUANTILES_FILE
+from router.policy.quantiles import QuantileTable
 from router.replay.labels import labels_of, strong_needed
-from router.replay.onnxhead import replace_head
+from router.replay.onnxhead import replace_head, warm_head
 from router.replay.rescore import record_text
 
 __all__ = [
     "Example",
     "LogisticHead",
     "TrainResult",
+    "WarmHead",
     "examples_from_records",
     "fit_logistic",
+    "fit_warm",
     "is_holdout",
     "train",
 ]
@@ -114,6 +118,60 @@ def fit_logistic(x: FloatArray, y: FloatArray, l2: float = 1.0, steps: int = 30)
     return LogisticHead(weight=w[:-1], bias=float(w[-1]))
 
 
+@dataclass(frozen=True)
+class WarmHead:
+    """`logit = scale * base_logit + x @ weight + bias`: a correction on top of the base head."""
+
+    scale: float
+    weight: FloatArray
+    bias: float
+
+    def logit(self, base_logit: FloatArray, x: FloatArray) -> FloatArray:
+        out: FloatArray = self.scale * base_logit + x @ self.weight + self.bias
+        return out
+
+    def predict(self, base_logit: FloatArray, x: FloatArray) -> FloatArray:
+        z = np.clip(self.logit(base_logit, x), -40, 40)
+        out: FloatArray = 1.0 / (1.0 + np.exp(-z))
+        return out
+
+
+def fit_warm(
+    base_logit: FloatArray, x: FloatArray, y: FloatArray, l2: float = 1.0, steps: int = 30
+) -> WarmHead:
+    """Logistic regression that starts from the base head and is pulled back to it.
+
+    Minimises log loss + l2/2 (|w|^2 + (scale - 1)^2): the prior is the base
+    head itself (scale 1, no correction), so a few hundred records move it a
+    little and many move it far, while whatever the base head knows that a
+    linear map cannot hold (the shipped domain prior) is kept. The bias is
+    free: a team's traffic may simply need the strong model more or less often.
+    """
+    n, d = x.shape
+    design = np.hstack([base_logit[:, None], x, np.ones((n, 1))])
+    prior = np.zeros(d + 2)
+    prior[0] = 1.0
+    penalty = np.full(d + 2, l2)
+    penalty[-1] = 0.0
+    w = prior.copy()
+    w[-1] = 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-np.clip(design @ w, -40, 40)))
+        grad = design.T @ (p - y) + penalty * (w - prior)
+        hess = (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty)
+        step = np.linalg.solve(hess + 1e-9 * np.eye(d + 2), grad)
+        w -= step
+        if float(np.abs(step).max()) < 1e-8:
+            break
+    return WarmHead(scale=float(w[0]), weight=w[1:-1], bias=float(w[-1]))
+
+
+def _logit(p: npt.NDArray[np.floating[Any]]) -> FloatArray:
+    q = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    out: FloatArray = np.log(q / (1 - q))
+    return out
+
+
 def _log_loss(p: FloatArray, y: FloatArray) -> float:
     p = np.clip(p, 1e-7, 1 - 1e-7)
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
@@ -186,9 +244,16 @@ def train(
     strong: str = "cloud",
     weak: str = "local",
     holdout: float = 0.2,
-    l2: float = 1.0,
+    l2: float = 10.0,
+    warm: bool = True,
     scorer_factory: Any = None,
 ) -> TrainResult:
+    """Fit a head on the labelled `records` and write a classifier directory to `out`.
+
+    `warm` (the default) keeps the base head, domain prior included, and fits a
+    correction pulled towards it (`fit_warm`); `warm=False` replaces it with a
+    plain logistic head fitted on the records alone (`fit_logistic`).
+    """
     from router.scoring import Scorer
     from router.scoring.model_dir import ModelDir, default_model_dir
 
@@ -210,34 +275,56 @@ def train(
     x = np.hstack([emb.astype(np.float64), log_chars[:, None]])
     y = np.asarray([ex.label for ex in examples])
     is_held = np.asarray([is_holdout(ex.request_id, holdout) for ex in examples])
-    head = fit_logistic(x[~is_held], y[~is_held], l2=l2)
+    base_logit = _logit(old_scores)
+    fitted: WarmHead | LogisticHead
+    if warm:
+        fitted = fit_warm(base_logit[~is_held], x[~is_held], y[~is_held], l2=l2)
+        expected = fitted.predict(base_logit, x)
+    else:
+        fitted = fit_logistic(x[~is_held], y[~is_held], l2=l2)
+        expected = fitted.predict(x)
 
     out = Path(out)
     if out.resolve() == base_dir.resolve():
         raise ValueError("--out must differ from the base classifier directory")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(old_meta.tokenizer_file, out / "tokenizer.json")
-    (out / "model.onnx").write_bytes(
-        replace_head(old_meta.model_file.read_bytes(), head.weight, head.bias)
-    )
+    base_model = old_meta.model_file.read_bytes()
+    if isinstance(fitted, WarmHead):
+        model = warm_head(base_model, fitted.scale, fitted.weight, fitted.bias)
+        how = (
+            f"{old_meta.name}'s head (kept whole) plus a logistic correction warm-started "
+            f"from it and fitted by `router train` on {int((~is_held).sum())} labelled "
+            f"records (l2={l2} towards the base head)"
+        )
+    else:
+        model = replace_head(base_model, fitted.weight, fitted.bias)
+        how = (
+            f"logistic head retrained from scratch by `router train` on "
+            f"{int((~is_held).sum())} labelled records (l2={l2}), encoder of {old_meta.name}"
+        )
+    (out / "model.onnx").write_bytes(model)
     meta = json.loads((base_dir / "classifier.json").read_text(encoding="utf-8"))
-    meta.update(
-        name=out.name,
-        score=f"P(strong needed): logistic head retrained by `router train` on "
-        f"{int((~is_held).sum())} labelled records (l2={l2}), encoder of {old_meta.name}",
-        base_classifier=old_meta.name,
-    )
+    meta.update(name=out.name, score=f"P(strong needed): {how}", base_classifier=old_meta.name)
     (out / "classifier.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     new = make(out)
     new_scores, _ = _score_all(new, texts)
     # The ONNX head must compute what numpy fitted (float32 rounding aside).
-    drift = float(np.abs(new_scores - head.predict(x)).max()) if len(texts) else 0.0
+    drift = float(np.abs(new_scores - expected).max()) if len(texts) else 0.0
     if drift > 1e-3:
         raise RuntimeError(f"the written head disagrees with the fitted one (max diff {drift})")
 
+    # Percent rules (`score: {top_percent: N}`) need the new model's own quantiles;
+    # the records' prompts are the team's traffic.
+    QuantileTable.from_scores(
+        new_scores, source=f"router train: {len(texts)} record prompts", model=out.name
+    ).write(out / QUANTILES_FILE)
+
     summary: dict[str, Any] = {
         "base": str(base_dir),
+        "warm_start": warm,
+        "l2": l2,
         "out": str(out),
         "examples": len(examples),
         "train": int((~is_held).sum()),
