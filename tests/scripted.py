@@ -64,7 +64,9 @@ def stream_of(completion: dict[str, Any]) -> list[dict[str, Any]]:
 
     for choice in completion["choices"]:
         index, message = choice["index"], choice["message"]
-        chunk(index, {"role": message.get("role", "assistant"), "content": ""})
+        # OpenAI opens with content "" for a text answer and null for a tool-call one.
+        opening = "" if isinstance(message.get("content"), str) else None
+        chunk(index, {"role": message.get("role", "assistant"), "content": opening})
         for key in ("reasoning_content", "reasoning"):
             text = message.get(key) or ""
             for word in _words(text):
