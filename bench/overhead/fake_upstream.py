@@ -60,6 +60,22 @@ _STREAM_HEAD = (
 _NOT_FOUND = _json_response(
     b"404 Not Found", b'{"error":{"message":"not found","type":"invalid_request_error"}}'
 )
+_EMBEDDINGS = _json_response(
+    b"200 OK",
+    b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":['
+    + b",".join(b"0.0%d" % (i % 10) for i in range(384))
+    + b']}],"model":"fake-embed","usage":{"prompt_tokens":8,"total_tokens":8}}',
+)
+_COMPLETIONS = _json_response(
+    b"200 OK",
+    b'{"id":"cmpl-bench","object":"text_completion","created":1700000000,"model":"fake-model",'
+    b'"choices":[{"text":" ok","index":0,"logprobs":null,"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":8,"completion_tokens":1,"total_tokens":9}}',
+)
+_MODERATIONS = _json_response(
+    b"200 OK",
+    b'{"id":"modr-bench","model":"omni-moderation-latest","results":[{"flagged":false}]}',
+)
 _MODELS = _json_response(
     b"200 OK", b'{"object":"list","data":[{"id":"fake-model","object":"model","created":0}]}'
 )
@@ -151,6 +167,12 @@ class FakeUpstream(asyncio.Protocol):
                 transport.write(self.done_frame)
             else:
                 transport.write(_PLAIN)
+        elif path.endswith(b"/embeddings"):
+            transport.write(_EMBEDDINGS)
+        elif path.endswith(b"/completions"):
+            transport.write(_COMPLETIONS)
+        elif path.endswith(b"/moderations"):
+            transport.write(_MODERATIONS)
         elif path.endswith(b"/models"):
             transport.write(_MODELS)
         else:
