@@ -401,3 +401,33 @@ def test_raw_httpx_error_answers_carry_router_headers(proxy: Proxy) -> None:
     response = httpx.post(proxy.url + "/v1/chat/completions", json={"model": "auto", "messages": HELLO})
     assert response.status_code == 502
     assert response.headers["x-router-route"] == "local" and response.headers["x-router-rule"] == "default"
+
+
+def test_circuit_opened_by_rate_limits_still_answers_429(make_proxy: Callable[..., Proxy]) -> None:
+    proxy = make_proxy(failures=1, cooldown=20)
+    proxy.local.fail_status, proxy.local.fail_times = 429, 1
+    proxy.local.fail_headers = [(b"retry-after", b"2")]
+    with pytest.raises(openai.RateLimitError):
+        proxy.client().chat.completions.create(model="auto", messages=HELLO)
+    with pytest.raises(openai.RateLimitError) as info:  # the upstream is not even asked now
+        proxy.client().chat.completions.create(model="auto", messages=HELLO)
+    assert 15 <= int(info.value.response.headers["retry-after"]) <= 20
+    assert len(proxy.local.chat_calls()) == 1
+
+
+def test_async_sdk_sees_the_same_headers_and_stream(proxy: Proxy) -> None:
+    import asyncio
+
+    async def run() -> None:
+        client = openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0)
+        raw = await client.chat.completions.with_raw_response.create(model="auto", messages=HELLO)
+        assert raw.headers["x-request-id"].startswith("req_local_")
+        assert raw.parse()._request_id == raw.headers["x-request-id"]
+        stream = await client.chat.completions.create(model="auto", messages=HELLO, stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == "Hello there friend"
+        vectors = await client.embeddings.create(model="text-embedding-3-small", input="a")
+        assert vectors.data[0].embedding[0] == 1.0
+        await client.close()
+
+    asyncio.run(run())
