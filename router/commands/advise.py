@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:+.3f}"
 
 
-def _range(iv: dict[str, Any] | None, fmt: Any) -> str:
+def _range(iv: dict[str, Any] | None, fmt: Callable[[float | None], str]) -> str:
     if iv is None:
         return "-"
     if iv.get("low") is None:
@@ -141,6 +142,10 @@ def render_text(advice: dict[str, Any]) -> str:
         mark = "ok" if c["safe"] else ("few labels" if not cov["enough"] else "too risky")
         if c["kind"] == "start_shadow":
             mark = "measures"
+        elif not c["moved"]:
+            mark = "moves nothing"
+        elif c["cost_change"]["usd"] >= 0:
+            mark = "costs more"
         lines.append(f"  {c['title']}")
         lines.append(
             f"      moves {c['moved_share']:.1%}  cost {_range(c['cost_change']['relative'], _pct)}"
