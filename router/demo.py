@@ -61,8 +61,8 @@ def demo_answer(name: str, prompt: str) -> str:
 
 
 #: A judged request longer than this is "hard" for the demo judge (about the longest
-#: fifth of the routing data's dev prompts, which the classifier mostly ranks hard).
-HARD_CHARS = 600
+#: seventh of the routing data's dev prompts, which the classifier mostly ranks hard).
+HARD_CHARS = 800
 _RUBRIC = re.compile(
     r"\[Request\]\n(?P<request>.*?)\n\n\[Answer A\]\n(?P<a>.*?)\n\n\[Answer B\]\n(?P<b>.*?)\n\n",
     re.S,

@@ -38,7 +38,7 @@ def prompts(batch: int, n: int) -> list[str]:
     out = []
     for i in range(n):
         if i % 4 == 3:
-            body = f"Case {batch}.{i}: a shipment of {i + 7} crates leaves the depot. " * 12
+            body = f"Case {batch}.{i}: a shipment of {i + 7} crates leaves the depot. " * 16
             assert len(body) > HARD_CHARS
             out.append(body + "How many crates arrive if a fifth are lost on the way?")
         else:
