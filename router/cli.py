@@ -19,6 +19,7 @@ _COMMANDS = (
     "router.commands.calibrate",
     "router.commands.eval",
     "router.commands.judge",
+    "router.commands.advise",
 )
 
 

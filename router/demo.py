@@ -3,6 +3,13 @@
 They let a newcomer watch routing work with no model and no key. Every answer
 says it is a demo and which stand-in wrote it; the same prompt always gets the
 same answer, different prompts different answers.
+
+They also stand in for a judge, so that `router judge` and `router advise` can
+be tried on the demo: a request laid out like `router judge`'s default rubric
+(`[Request]`, `[Answer A]`, `[Answer B]`) gets a verdict line instead of an
+answer. The rule is fixed and says nothing about real quality: a request longer
+than `HARD_CHARS` characters counts as hard and the answer written by the demo
+"cloud" model wins; anything else is a tie.
 """
 
 from __future__ import annotations
@@ -10,13 +17,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import threading
 import time
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["DEMO_PORTS", "DemoPortsBusy", "DemoUpstream", "start_demo_upstreams"]
+__all__ = [
+    "DEMO_PORTS",
+    "HARD_CHARS",
+    "DemoPortsBusy",
+    "DemoUpstream",
+    "demo_verdict",
+    "start_demo_upstreams",
+]
 
 DEMO_PORTS = {"local": 18081, "cloud": 18082}
 _WORDS = (
@@ -43,6 +58,32 @@ def demo_answer(name: str, prompt: str) -> str:
     digest = hashlib.sha256(f"{name}\x00{prompt}".encode()).digest()
     words = " ".join(_WORDS[b % len(_WORDS)] for b in digest[:12])
     return f"[DEMO {name} model] {words}."
+
+
+#: A judged request longer than this is "hard" for the demo judge (about the longest
+#: seventh of the routing data's dev prompts, which the classifier mostly ranks hard).
+HARD_CHARS = 800
+_RUBRIC = re.compile(
+    r"\[Request\]\n(?P<request>.*?)\n\n\[Answer A\]\n(?P<a>.*?)\n\n\[Answer B\]\n(?P<b>.*?)\n\n",
+    re.S,
+)
+
+
+def demo_verdict(prompt: str) -> str | None:
+    """The demo judge's reply to a rubric prompt, or None when `prompt` is not one."""
+    found = _RUBRIC.search(prompt)
+    if found is None:
+        return None
+    request = found["request"]
+    if len(request) <= HARD_CHARS:
+        return f"[DEMO judge] An easy request ({len(request)} characters): a tie.\nVERDICT: TIE"
+    cloud = "[DEMO cloud model]"
+    a, b = found["a"].startswith(cloud), found["b"].startswith(cloud)
+    winner = "A" if a and not b else "B" if b and not a else "TIE"
+    return (
+        f"[DEMO judge] A hard request ({len(request)} characters): the cloud model's "
+        f"answer is preferred.\nVERDICT: {winner}"
+    )
 
 
 def _prompt_of(messages: list[dict[str, Any]]) -> str:
@@ -82,7 +123,7 @@ class DemoUpstream:
 
     async def complete(self, request: dict[str, Any], send: Send) -> None:
         prompt = _prompt_of(request.get("messages") or [])
-        text = demo_answer(self.name, prompt)
+        text = demo_verdict(prompt) or demo_answer(self.name, prompt)
         model = request.get("model", self.name)
         usage = {
             "prompt_tokens": max(1, len(prompt) // 4),

@@ -19,6 +19,7 @@ h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
 table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #d1d5db;padding:.25rem .6rem;
 text-align:right}th{background:#f3f4f6}td:first-child,th:first-child{text-align:left}
 .plots{display:flex;flex-wrap:wrap;gap:1rem}.note{color:#4b5563;font-size:.9rem}
+pre.diff{background:#f9fafb;border:1px solid #d1d5db;padding:.6rem;overflow-x:auto}
 """
 
 
@@ -172,6 +173,68 @@ def _eval_plot(report: dict[str, Any]) -> str:
     )
 
 
+def _interval(iv: dict[str, Any] | None, scale: float = 1.0, fmt: str = "{:+.3f}") -> str:
+    if not iv:
+        return "-"
+    text = fmt.format(iv["value"] * scale)
+    if iv.get("low") is not None:
+        text += f" ({fmt.format(iv['low'] * scale)} .. {fmt.format(iv['high'] * scale)})"
+    return text
+
+
+def _advice_section(advice: dict[str, Any] | None) -> str:
+    """What `router advise` recommends, with every candidate's figures and the diff."""
+    if not advice:
+        return ""
+    verdict = {
+        "step": "Recommended next step",
+        "not_enough_labels": "Not enough labels",
+        "hold": "Hold: no step is safe enough",
+        "done": "Nothing left to move",
+    }.get(advice["verdict"], advice["verdict"])
+    rows = []
+    for c in advice["candidates"]:
+        q = c["quality_change"] or {}
+        cov = c["coverage"]
+        rows.append(
+            [
+                c["title"],
+                f"{c['moved_share']:.1%}",
+                _interval(c["cost_change"]["relative"], 100.0, "{:+.1f}%"),
+                _interval(q.get("moved")),
+                _interval(q.get("per_request")),
+                f"{cov['rated']} / {cov['reach']}",
+                "yes" if c["safe"] else "no",
+            ]
+        )
+    parts = [
+        f"<h2>Advice: {escape(verdict)}"
+        + (f": {escape(advice['recommended'])}" if advice.get("recommended") else "")
+        + "</h2>",
+        "<ul>" + "".join(f"<li>{escape(t)}</li>" for t in advice["todo"]) + "</ul>",
+        f"<p class='note'>Cost: served plus shadow spend; quality: change in label points "
+        f"per moved request and per request overall; 5-95% bootstrap intervals "
+        f"({advice['options']['bootstrap']} resamples). A step needs "
+        f"{advice['options']['min_labels']} rated requests among those it can move, and a "
+        f"5% bound above -{advice['options']['max_drop']:g} per moved request.</p>",
+        _table(
+            [
+                "candidate step",
+                "moves",
+                "cost change",
+                "quality / moved request",
+                "quality / request",
+                "rated / reach",
+                "safe",
+            ],
+            rows,
+        ),
+    ]
+    if advice.get("diff"):
+        parts.append(f"<pre class='diff'>{escape(advice['diff'])}</pre>")
+    return "".join(parts)
+
+
 def render_html(report: dict[str, Any], title: str = "Replay report") -> str:
     ups = report["upstreams"]
     parts = [
@@ -187,6 +250,7 @@ def render_html(report: dict[str, Any], title: str = "Replay report") -> str:
             else ""
         )
         + ".</p>",
+        _advice_section(report.get("advice")),
         "<h2>Summary</h2>",
         _table(
             [
