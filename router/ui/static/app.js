@@ -15,7 +15,8 @@
   const pct = (v) => (v == null ? "–" : (100 * v).toFixed(1) + "%");
   const usd = (v) => (v == null ? "–" : "$" + (Math.abs(v) < 1 ? v.toFixed(4) : v.toFixed(2)));
   const ms = (s) => (s == null ? "–" : (1000 * s).toFixed(s < 0.01 ? 2 : 1) + " ms");
-  const time = (t) => new Date(t * 1000).toLocaleTimeString();
+  const time = (t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false });
+  const cut = (text, n) => (text && text.length > n ? text.slice(0, n - 1) + "…" : text);
   const dateTime = (t) => new Date(t * 1000).toLocaleString();
 
   function table(id, head, rows) {
@@ -27,14 +28,12 @@
     const total = Object.values(counts).reduce((a, b) => a + b, 0);
     const names = Object.keys(counts).filter((k) => counts[k] > 0).sort((a, b) => counts[b] - counts[a]);
     if (!names.length) { $(id).innerHTML = '<p class="muted">no requests in this window</p>'; return; }
-    const row = 24, width = 1000;
-    const bars = names.map((name, i) => {
-      const share = counts[name] / total, y = i * row;
-      return `<g data-${kind}="${esc(name)}">` +
-        `<rect x="0" y="${y + 4}" width="${Math.max(2, share * 560)}" height="${row - 8}" fill="${color(name)}"/>` +
-        `<text x="570" y="${y + 17}" font-size="13">${esc(name)}: <tspan class="count">${num(counts[name])}</tspan> (${pct(share)})</text></g>`;
-    });
-    $(id).innerHTML = `<svg viewBox="0 0 ${width} ${names.length * row}" height="${names.length * row}">${bars.join("")}</svg>`;
+    $(id).innerHTML = names.map((name) => {
+      const share = counts[name] / total;
+      return `<div class="bar" data-${kind}="${esc(name)}"><span class="label">${esc(name)}</span>` +
+        `<span class="track"><i style="width:${(100 * share).toFixed(1)}%;background:${color(name)}"></i></span>` +
+        `<span class="value"><span class="count">${num(counts[name])}</span> · ${pct(share)}</span></div>`;
+    }).join("");
   }
 
   function timeline(tl) {
@@ -125,7 +124,7 @@
         `<td class="n">${esc(r.status)}</td><td>${esc(r.cache)}</td><td class="n">${r.score == null ? "–" : r.score.toFixed(3)}</td>` +
         `<td>${esc(r.rollout ?? "")}</td><td class="n">${r.latency_ms == null ? "–" : r.latency_ms.toFixed(1) + " ms"}</td>` +
         `<td class="n">${r.overhead_ms == null ? "–" : r.overhead_ms.toFixed(1) + " ms"}</td><td class="n">${usd(r.cost_usd)}</td>` +
-        (withText ? `<td class="text" title="${esc(r.prompt)}">${esc(r.prompt)}</td><td class="text" title="${esc(r.answer)}">${esc(r.answer)}</td>` : "") + "</tr>"));
+        (withText ? `<td class="text" title="${esc(r.prompt)}">${esc(cut(r.prompt, 60))}</td><td class="text" title="${esc(r.answer)}">${esc(cut(r.answer, 60))}</td>` : "") + "</tr>"));
     document.body.dataset.rendered = String(d.now);
   }
 
@@ -142,6 +141,8 @@
     }
   }
 
+  const asked = new URLSearchParams(location.search).get("window");
+  if (asked && [...$("window").options].some((o) => o.value === asked)) $("window").value = asked;
   $("window").addEventListener("change", refresh);
   refresh();
   setInterval(refresh, 5000);
