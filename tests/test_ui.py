@@ -271,3 +271,36 @@ def test_page_in_headless_chromium_shows_the_traffic(make_stack: Any, tmp_path: 
     assert "local question" in dom  # recorded prompts appear in the last decisions
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_budget_use_per_tenant_on_page_and_metrics(make_stack: Any) -> None:
+    import uuid
+
+    import redis
+
+    namespace = f"hrui{uuid.uuid4().hex[:8]}"
+    budgets = (
+        "budgets:\n"
+        f"  namespace: {namespace}\n"
+        "  redis_url: redis://127.0.0.1:6379/0\n"
+        "  tenants: {capped: {daily_usd: 0.001, monthly_usd: 0.01}}\n"
+        "  on_exceeded: {action: reject}\n"
+    )
+    stack: Stack = make_stack(policy=policy(budgets))
+    try:
+        for i in range(2):
+            chat(stack, f"budget question {i}", "cloud", tenant="capped")
+        spent = sum(r["cost_usd"] for r in stack.records())
+        assert spent > 0
+        [row] = data(stack)["budgets"]
+        assert row["tenant"] == "capped" and row["daily_cap"] == 0.001
+        assert row["daily_usd"] == pytest.approx(spent) and row["monthly_usd"] == pytest.approx(spent)
+        metrics = httpx.get(f"{stack.url}/metrics").text
+        for period, cap in (("day", 0.001), ("month", 0.01)):
+            line = f'router_budget_used_ratio{{period="{period}",tenant="capped"}} '
+            value = float(metrics.split(line, 1)[1].split()[0])
+            assert value == pytest.approx(spent / cap)
+    finally:
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        for key in client.scan_iter(f"{namespace}:*"):
+            client.delete(key)
