@@ -294,7 +294,9 @@ def test_budget_use_per_tenant_on_page_and_metrics(make_stack: Any) -> None:
         assert spent > 0
         [row] = data(stack)["budgets"]
         assert row["tenant"] == "capped" and row["daily_cap"] == 0.001
-        assert row["daily_usd"] == pytest.approx(spent) and row["monthly_usd"] == pytest.approx(spent)
+        assert row["daily_usd"] == pytest.approx(spent) and row["monthly_usd"] == pytest.approx(
+            spent
+        )
         metrics = httpx.get(f"{stack.url}/metrics").text
         for period, cap in (("day", 0.001), ("month", 0.01)):
             line = f'router_budget_used_ratio{{period="{period}",tenant="capped"}} '
@@ -304,3 +306,19 @@ def test_budget_use_per_tenant_on_page_and_metrics(make_stack: Any) -> None:
         client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
         for key in client.scan_iter(f"{namespace}:*"):
             client.delete(key)
+
+
+def test_ui_policy_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.policy import PolicyError, parse_policy
+
+    base = policy().replace("{local}", "http://l").replace("{cloud}", "http://c")
+    base = base.replace("{records}", "r.jsonl")
+    assert parse_policy(base).ui.enabled and parse_policy(base).ui.admin_key is None
+    monkeypatch.setenv("UI_KEY", "from-env")
+    ui = parse_policy(base + 'ui: {enabled: false, admin_key: "${UI_KEY}"}\n').ui
+    assert (ui.enabled, ui.admin_key) == (False, "from-env")
+    assert "from-env" not in repr(ui)  # keys stay out of reprs and logs
+    with pytest.raises(PolicyError) as err:
+        parse_policy(base + "ui: {enabled: maybe, admin_key: '', port: 1}\n")
+    text = "\n".join(err.value.messages)
+    assert "'admin_key' is empty" in text and "unknown key 'port'" in text and "enabled" in text

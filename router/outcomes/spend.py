@@ -34,6 +34,9 @@ CACHE_SAVED = Counter(
 )
 
 _TOP: dict[int, tuple[Policy, Price]] = {}
+# `Counter.labels()` takes a lock and builds a key on every call; the children are
+# few (one per upstream) and live as long as the process, so keep them.
+_SPEND_BY_UPSTREAM: dict[str, Any] = {}
 
 
 def top_price(policy: Policy) -> Price:
@@ -53,7 +56,10 @@ def note_spend(record: dict[str, Any], policy: Policy) -> None:
     route, cost = record.get("route"), record.get("cost_usd")
     if route is None or route == "cache" or cost is None:
         return
-    SPEND.labels(route).inc(cost)
+    child = _SPEND_BY_UPSTREAM.get(route)
+    if child is None:
+        child = _SPEND_BY_UPSTREAM[route] = SPEND.labels(route)
+    child.inc(cost)
     tokens_in, tokens_out = record.get("tokens_in"), record.get("tokens_out")
     if isinstance(tokens_in, int) and isinstance(tokens_out, int):
         TOP_COST.inc(top_price(policy).cost(tokens_in, tokens_out))
