@@ -73,7 +73,7 @@ async def _budgets(router: Router, tenants_seen: set[str]) -> list[dict[str, Any
 def _routes(router: Router, delta: dict[Any, float], recent: list[dict[str, Any]]) -> list[Any]:
     policy = router.policy
     by_rule = by_label(delta, "router_requests_total", 0)
-    shadow = delta_by2(delta, "router_shadow_total")
+    shadow = _by_two_labels(delta, "router_shadow_total")
     rollout: dict[str, dict[str, int]] = {}
     for record in recent:
         if record.get("rollout"):
@@ -105,7 +105,7 @@ def _routes(router: Router, delta: dict[Any, float], recent: list[dict[str, Any]
     return rows
 
 
-def delta_by2(delta: dict[Any, float], name: str) -> dict[str, dict[str, float]]:
+def _by_two_labels(delta: dict[Any, float], name: str) -> dict[str, dict[str, float]]:
     """Increases of a two-label counter as {first label: {second label: value}}."""
     out: dict[str, dict[str, float]] = {}
     for (key_name, labels), value in delta.items():
@@ -208,7 +208,7 @@ async def build(
             "errors": sum(errors.values()),
             "by_route": answered,
             "by_rule": by_rule,
-            "calls": delta_by2(delta, "router_calls_total"),
+            "calls": _by_two_labels(delta, "router_calls_total"),
             "scoring_errors": sum(by_label(delta, "router_scoring_errors_total", 0).values()),
         },
         "savings": {

@@ -68,6 +68,9 @@ class StatusPage:
 
     def start(self) -> None:
         if self._task is None or self._task.done():
+            # The first reading now, before any request: windows start from it.
+            if self.router.policy.ui.enabled:
+                self.history.sample(time.time())
             self._task = asyncio.ensure_future(self._sample_forever())
 
     async def stop(self) -> None:

@@ -12,12 +12,13 @@ __all__ = ["by_label", "quantile", "quantiles_by"]
 
 
 def by_label(delta: dict[Key, float], name: str, position: int) -> dict[str, float]:
-    """Sum the increases of sample `name` grouped by its label at `position`."""
+    """Sum the increases of sample `name` grouped by its label at `position` (non-zero only:
+    series of this process that did not move in the window are left out)."""
     out: dict[str, float] = defaultdict(float)
     for (key_name, labels), value in delta.items():
         if key_name == name:
             out[labels[position] if position < len(labels) else ""] += value
-    return dict(out)
+    return {k: v for k, v in out.items() if v}
 
 
 def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
