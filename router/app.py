@@ -14,6 +14,7 @@ from router.passthrough import Passthrough
 from router.pipeline import PolicySource, Router
 from router.policy.model import Policy, ScoringConfig
 from router.responses import send_bytes, send_error, send_json
+from router.ui import StatusPage
 from router.upstreams.pool import TransportFactory
 
 __all__ = ["RouterMiddleware", "create_app"]
@@ -115,18 +116,23 @@ def _metrics() -> bytes:
 
 
 class _Operations:
-    """Health, readiness and metrics; everything else is an OpenAI-format 404."""
+    """Health, readiness, metrics and the `/ui` status page; else an OpenAI-format 404."""
 
     def __init__(self) -> None:
         self.router: Router | None = None
+        self.ui: StatusPage | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
+                    if self.ui is not None:
+                        self.ui.start()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
+                    if self.ui is not None:
+                        await self.ui.stop()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
@@ -138,6 +144,8 @@ class _Operations:
             await self._ready(send)
         elif method == "GET" and path == "/metrics":
             await send_bytes(send, 200, _metrics(), content_type=CONTENT_TYPE_LATEST.encode())
+        elif self.ui is not None and (path == "/ui" or path.startswith("/ui/")):
+            await self.ui(scope, receive, send)
         else:
             error = RouterError.not_found(f"Unknown endpoint: {method} {path}.")
             await send_error(send, error)
@@ -184,6 +192,7 @@ def create_app(
         watch=watch,
     )
     operations.router = app.router
+    operations.ui = StatusPage(app.router)
     return app
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
@@ -29,6 +29,13 @@ __all__ = ["Admission", "BudgetLedger"]
 
 log = structlog.get_logger("router.budgets")
 BUDGET = Counter("router_budget_total", "Budget admissions by outcome.", ["outcome"])
+# Only tenants the policy names get a series: tenants from a header are unbounded.
+USED = Gauge(
+    "router_budget_used_ratio",
+    "Spent share of a named tenant's cap (period: day or month), as of its last request.",
+    ["tenant", "period"],
+    multiprocess_mode="mostrecent",
+)
 
 # KEYS: day hash, month hash. ARGV: day cap, month cap (-1 = none), estimate, day ttl, month ttl.
 # Hash fields: s = spent, r = reserved. Returns 1 when admitted (and reserved), 0 when over.
@@ -48,12 +55,14 @@ return 1
 """
 
 # KEYS: day hash, month hash. ARGV: reserved estimate to release, real cost to add.
+# Returns the day's and the month's spend, as strings (Lua numbers would be truncated).
 _SETTLE = """
+local spent = {}
 for i = 1, 2 do
   redis.call('HINCRBYFLOAT', KEYS[i], 'r', -tonumber(ARGV[1]))
-  redis.call('HINCRBYFLOAT', KEYS[i], 's', tonumber(ARGV[2]))
+  spent[i] = redis.call('HINCRBYFLOAT', KEYS[i], 's', tonumber(ARGV[2]))
 end
-return 1
+return spent
 """
 
 
@@ -62,6 +71,8 @@ class Admission:
     admitted: bool
     keys: tuple[str, str] | None = None
     reserved: float = 0.0
+    tenant: str | None = None
+    caps: Caps | None = None
 
 
 class BudgetLedger:
@@ -110,16 +121,28 @@ class BudgetLedger:
             log.error("budget_unavailable", error=type(exc).__name__)
             return Admission(True)
         BUDGET.labels("admitted" if ok else "over").inc()
-        return Admission(bool(ok), keys, estimate if ok else 0.0)
+        return Admission(bool(ok), keys, estimate if ok else 0.0, tenant, caps)
 
     async def settle(self, admission: Admission, cost: float) -> None:
         if admission.keys is None:
             return
         try:
-            await self._run(self._settle, _SETTLE, list(admission.keys), [admission.reserved, cost])
+            spent = await self._run(
+                self._settle, _SETTLE, list(admission.keys), [admission.reserved, cost]
+            )
         except Exception as exc:
             BUDGET.labels("error").inc()
             log.error("budget_settle_failed", error=type(exc).__name__)
+            return
+        tenant, caps = admission.tenant, admission.caps
+        if tenant is None or caps is None or tenant not in self.config.tenants:
+            return
+        for period, cap, value in (
+            ("day", caps.daily_usd, spent[0]),
+            ("month", caps.monthly_usd, spent[1]),
+        ):
+            if cap:
+                USED.labels(tenant, period).set(float(value) / cap)
 
     async def spent(self, tenant: str) -> dict[str, float]:
         day, month = self.keys(tenant)

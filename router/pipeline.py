@@ -52,8 +52,10 @@ from router.outcomes.metrics import (
     SCORING_ERRORS,
     UPSTREAM_LATENCY,
 )
+from router.outcomes.recent import RecentDecisions, TeeSink
 from router.outcomes.record import DecisionRecord
 from router.outcomes.sinks import JsonlSink, NullSink, RedisStreamSink, Sink
+from router.outcomes.spend import note_cache_hit
 from router.passthrough import model_list
 from router.policy.decide import Decision, RequestFacts, decide
 from router.policy.loader import default_policy_path, load_policy
@@ -98,7 +100,9 @@ class Router:
             self.policy = load_policy(self.policy_path)
         self.pool = UpstreamPool(transport_factory)
         self._fixed_sink = sink
-        self.sink: Sink = sink or NullSink()
+        # Every record passes the tee: the status page's last decisions and spend counters.
+        self.decisions = RecentDecisions(lambda: self.policy)
+        self.sink: TeeSink = TeeSink(sink or NullSink(), self.decisions.observe)
         self._record_config: RecordConfig | None = None
         self._scorer_factory = scorer_factory
         self.scorer: Any = None
@@ -165,7 +169,7 @@ class Router:
         self.pool.sync(policy)
         if self._fixed_sink is None and policy.record != self._record_config:
             old = self.sink
-            self.sink = _make_sink(policy.record)
+            self.sink = TeeSink(_make_sink(policy.record), self.decisions.observe)
             # Closing drains the old writer; off the event loop, it may take a while.
             _in_background(asyncio.to_thread(old.close))
         self._record_config = policy.record
@@ -314,6 +318,8 @@ class Router:
             cached = await self._cache_lookup(ex, features, headers)
             if cached is not None:
                 await send_cached(ex, cached)
+                target = self.pool.clients.get(decision.target)
+                note_cache_hit(cached, target.config.price if target else None, policy)
                 raise Done
             await self._forward(ex, receive)
         except RouterError as exc:
@@ -406,9 +412,10 @@ class Router:
     async def _tenant_of(self, request_id: str) -> str | None:
         """Who a request id belongs to: this process's recent ids, then the fleet's."""
         tenant = self.recent.get(request_id)
-        if tenant is None and isinstance(self.sink, RedisStreamSink):
+        sink = self.sink.inner
+        if tenant is None and isinstance(sink, RedisStreamSink):
             try:
-                tenant = await asyncio.to_thread(self.sink.tenant_of, request_id)
+                tenant = await asyncio.to_thread(sink.tenant_of, request_id)
             except Exception as exc:  # feedback then reads as unknown; say why in the log
                 log.warning("feedback_lookup_failed", error=type(exc).__name__)
         return tenant

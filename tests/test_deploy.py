@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import json
 import re
@@ -17,11 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 TEMPLATES = DEPLOY / "helm" / "hybrid-router" / "templates"
 DASHBOARD = DEPLOY / "grafana" / "hybrid-router.json"
+ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
 METRIC_MODULES = (
     "router.outcomes.metrics",
     "router.cache.metrics",
     "router.upstreams.shadow",
     "router.budgets",
+    "router.outcomes.spend",
 )
 # Labels Prometheus adds at scrape time, and the histogram bucket label.
 SCRAPE_LABELS = {"job", "instance", "le"}
@@ -83,22 +86,74 @@ def test_shipped_policies_load(source: str, text: str, monkeypatch: pytest.Monke
 def test_dashboard_queries_existing_metrics_and_labels() -> None:
     exprs = _dashboard_exprs()
     assert exprs
-    source = "\n".join(p.read_text() for p in (ROOT / "router").rglob("*.py"))
-    collectors = _collectors()
     for expr in exprs:
-        names = set(re.findall(r"\brouter_[a-z_]+", expr))
-        assert names, expr
-        labels = set(SCRAPE_LABELS)
-        for name in names:
+        _assert_known_metrics_and_labels(expr)
+
+
+@functools.cache
+def _router_source() -> str:
+    return "\n".join(p.read_text() for p in (ROOT / "router").rglob("*.py"))
+
+
+def _assert_known_metrics_and_labels(expr: str) -> None:
+    source = _router_source()
+    collectors = _collectors()
+    names = set(re.findall(r"\brouter_[a-z_]+", expr))
+    assert names, expr
+    labels = set(SCRAPE_LABELS)
+    for name in names:
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert f'"{base}"' in source, f"{name} (in {expr!r}) is not defined in router/"
+        collector = collectors.get(name) or collectors.get(base)
+        assert collector is not None, f"{name} is not registered by {METRIC_MODULES}"
+        labels |= set(getattr(collector, "_labelnames", ()))
+    used = set(re.findall(r"\b([a-z_]+)\s*(?:=~|!=|!~|=)\s*\"", expr))
+    for group in re.findall(r"\b(?:by|ignoring)\s*\(([^)]*)\)", expr):
+        used |= {label.strip() for label in group.split(",") if label.strip()}
+    assert used <= labels, f"{expr!r} uses {used - labels}, not labels of {names}"
+
+
+def _alert_rules() -> list[dict[str, object]]:
+    doc = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def test_alert_rules_are_well_formed() -> None:
+    rules = _alert_rules()
+    names = [r["alert"] for r in rules]
+    assert len(names) == len(set(names))
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}  # type: ignore[index]
+        assert rule["annotations"]["summary"]  # type: ignore[index]
+    text = ALERTS.read_text()
+    for topic in (
+        "router_fallbacks_total",  # upstream error rate
+        "router_breaker_open",
+        "router_cache_errors_total",
+        "router_budget_used_ratio",
+        "router_scoring_errors_total",
+        "router_overhead_seconds_bucket",
+    ):
+        assert topic in text
+    prometheus = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    assert prometheus["rule_files"] == ["/etc/prometheus/alerts.yaml"]
+
+
+@pytest.mark.parametrize("rule", _alert_rules(), ids=lambda r: str(r["alert"]))
+def test_alert_rules_use_existing_metrics_and_labels(rule: dict[str, object]) -> None:
+    _assert_known_metrics_and_labels(str(rule["expr"]))
+
+
+def test_alert_metrics_are_on_the_running_apps_metrics(stack) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    text = httpx.get(f"{stack.url}/metrics").text
+    exposed = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    for rule in _alert_rules():
+        for name in set(re.findall(r"\brouter_[a-z_]+", str(rule["expr"]))):
             base = re.sub(r"_(bucket|sum|count)$", "", name)
-            assert f'"{base}"' in source, f"{name} (in {expr!r}) is not defined in router/"
-            collector = collectors.get(name) or collectors.get(base)
-            assert collector is not None, f"{name} is not registered by {METRIC_MODULES}"
-            labels |= set(getattr(collector, "_labelnames", ()))
-        used = set(re.findall(r"\b([a-z_]+)\s*(?:=~|!=|!~|=)\s*\"", expr))
-        for group in re.findall(r"\b(?:by|ignoring)\s*\(([^)]*)\)", expr):
-            used |= {label.strip() for label in group.split(",") if label.strip()}
-        assert used <= labels, f"{expr!r} uses {used - labels}, not labels of {names}"
+            assert {name, base} & exposed, f"{name} (alert {rule['alert']}) is not on /metrics"
 
 
 def test_compose_mounts_exist() -> None:

@@ -6,7 +6,10 @@
 One run starts, on loopback:
   * a fast fake OpenAI-compatible upstream (bench/overhead/fake_upstream.py);
   * `router serve` twice, ROUTER_TRANSPORT=aiohttp and =httpx, one worker each,
-    a rule-only policy with the fake as its upstream, decision records ON;
+    a rule-only policy with the fake as its upstream, decision records ON, the
+    /ui status page OFF;
+  * with `--targets ...,router-ui`: the aiohttp router again with the status page
+    ON (its sampler reading the counters every 5 s), beside `router-aiohttp`;
   * a LiteLLM proxy (its own virtualenv, bench/.venv-litellm, installed on first
     use) with the fake as an openai-compatible `api_base`, one worker;
 and sends the same requests DIRECT to the fake and THROUGH each proxy, plain and
@@ -215,7 +218,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def write_policy(path: Path, upstream_port: int, records: Path) -> None:
+def write_policy(path: Path, upstream_port: int, records: Path, ui: bool = False) -> None:
     path.write_text(
         "# bench/overhead: one rule-only route to the fake upstream, records on.\n"
         "version: 1\n"
@@ -235,6 +238,7 @@ def write_policy(path: Path, upstream_port: int, records: Path) -> None:
         "record:\n"
         f"  path: {records}\n"
         "  prompts: false\n"
+        f"ui: {{enabled: {str(ui).lower()}}}\n"
     )
 
 
@@ -582,6 +586,24 @@ def build_report(
             )
         lines.append(text + ".")
 
+    u = summary.get("router-ui")
+    if a and u and a["plain_max_rps"]:
+        text = (
+            f"\nStatus page on / off (router-ui / router-aiohttp): max req/s = "
+            f"{u['plain_max_rps'] / a['plain_max_rps']:.3f}x plain"
+        )
+        if a["stream_max_rps"] and u["stream_max_rps"]:
+            text += f", {u['stream_max_rps'] / a['stream_max_rps']:.3f}x stream"
+        if a["plain_one_core_rps"] and u["plain_one_core_rps"]:
+            text += (
+                f"; one-core req/s = {u['plain_one_core_rps'] / a['plain_one_core_rps']:.3f}x plain"
+            )
+        if a["added_p50_c1"] is not None and u["added_p50_c1"] is not None:
+            text += (
+                f"; added p50 at c=1: {u['added_p50_c1']:.3f} vs {a['added_p50_c1']:.3f} ms"
+            )
+        lines.append(text + ".")
+
     lines.append("\n### Conditions\n")
     for key, value in meta["conditions"].items():
         lines.append(f"- {key}: {value}")
@@ -617,7 +639,7 @@ def main() -> int:
     parser.add_argument(
         "--targets",
         default="direct,router-aiohttp,router-httpx,litellm",
-        help="subset of direct,router-aiohttp,router-httpx,litellm",
+        help="subset of direct,router-aiohttp,router-httpx,router-ui,litellm",
     )
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
     parser.add_argument("--no-install", action="store_true", help="never install LiteLLM")
@@ -684,14 +706,17 @@ def main() -> int:
         router_cmd = (
             [str(router_bin)] if router_bin.exists() else [sys.executable, "-m", "router.cli"]
         )
-        for transport in ("aiohttp", "httpx"):
-            name = f"router-{transport}"
+        for name, transport, ui in (
+            ("router-aiohttp", "aiohttp", False),
+            ("router-httpx", "httpx", False),
+            ("router-ui", "aiohttp", True),
+        ):
             if name not in wanted:
                 continue
             port = free_port()
-            records = work / f"decisions-{transport}.jsonl"
-            policy = work / f"policy-{transport}.yaml"
-            write_policy(policy, upstream_port, records)
+            records = work / f"decisions-{name}.jsonl"
+            policy = work / f"policy-{name}.yaml"
+            write_policy(policy, upstream_port, records, ui)
             log_path = work / f"{name}.log"
             proc = start(
                 [
@@ -710,7 +735,10 @@ def main() -> int:
             )
             procs.append(proc)
             t = Target(name, port, "router", proc, log_path, records=records)
-            t.note = f"ROUTER_TRANSPORT={transport}, 1 worker, decision records on"
+            t.note = (
+                f"ROUTER_TRANSPORT={transport}, 1 worker, decision records on, "
+                f"status page {'on' if ui else 'off'}"
+            )
             targets.append(t)
 
         if "litellm" in wanted:

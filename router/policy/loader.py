@@ -34,6 +34,7 @@ from router.policy.model import (
     ScoringConfig,
     Shadow,
     Timeouts,
+    UiConfig,
     Upstream,
 )
 from router.policy.quantiles import FILE_NAME as QUANTILES_FILE
@@ -61,6 +62,7 @@ _TOP = {
     "embeddings",
     "completions",
     "passthrough",
+    "ui",
 }
 _UPSTREAM = {
     "base_url",
@@ -235,6 +237,7 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
     passthrough = top.string("passthrough") or None
     check_target(top.value_node("passthrough"), passthrough)
     quantiles = _resolve_percents(routes, scoring, top.value_node("scoring") or top.node, errors)
+    ui = _ui(top.section("ui", {"enabled", "admin_key"}))
 
     if errors or default is None or on_error is None:
         return None
@@ -257,6 +260,7 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         source=source,
         demo=top.boolean("demo", False),
         quantiles=quantiles,
+        ui=ui,
     )
 
 
@@ -485,6 +489,15 @@ def _record(s: Section | None) -> RecordConfig:
         keep=s.integer("keep", d.keep, low=1),
         prompts=s.boolean("prompts", d.prompts),
     )
+
+
+def _ui(s: Section | None) -> UiConfig:
+    if s is None:
+        return UiConfig()
+    key = s.string("admin_key")
+    if key == "":
+        s.errors.add(s.value_node("admin_key"), "'admin_key' is empty (omit it for no key)")
+    return UiConfig(enabled=s.boolean("enabled", True), admin_key=key or None)
 
 
 def _scoring(s: Section | None) -> ScoringConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from router.cache.config import CacheConfig
@@ -29,6 +30,7 @@ __all__ = [
     "ScoringConfig",
     "Shadow",
     "Timeouts",
+    "UiConfig",
     "Upstream",
 ]
 
@@ -291,6 +293,14 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UiConfig:
+    """The `/ui` status page: on unless switched off; `admin_key` guards it when set."""
+
+    enabled: bool = True
+    admin_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     upstreams: dict[str, Upstream]
     models: tuple[str, ...]
@@ -312,6 +322,9 @@ class Policy:
     demo: bool = False
     # Loaded when a score rule speaks in percent of traffic (and for reports).
     quantiles: QuantileTable | None = None
+    ui: UiConfig = UiConfig()
+    # When this policy was parsed (the status page shows it); not part of equality.
+    loaded_at: float = field(default_factory=time.time, compare=False)
 
     @property
     def uses_score(self) -> bool:
