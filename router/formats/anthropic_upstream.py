@@ -437,7 +437,8 @@ class ChatFromAnthropicStream:
             self._id = str(message.get("id") or "")
             self._model = str(message.get("model") or "")
             self._usage.update(_dict(message.get("usage")))
-            return [self._chunk({"role": "assistant", "content": ""})]
+            # No content yet: an answer that turns out to be tool calls only keeps a null content.
+            return [self._chunk({"role": "assistant"})]
         if kind == "content_block_start":
             block = _dict(event.get("content_block"))
             if block.get("type") == "tool_use":
