@@ -964,3 +964,47 @@ def test_server_side_tool_block_arriving_whole() -> None:
         }
     )
     assert chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] == '{"a":1}'
+
+
+@settings(max_examples=80, deadline=None)
+@given(completions())
+def test_responses_client_routed_to_an_anthropic_upstream(completion: dict[str, Any]) -> None:
+    """Responses in -> chat -> Anthropic out, and the Anthropic stream back as
+    Responses events: the chain the lead wires for `apis: [anthropic]` targets."""
+    from openai.types.responses import ResponseStreamEvent
+
+    from router.formats.responses import ResponsesStream, parse_responses, render_response
+
+    request = {
+        "model": "auto",
+        "instructions": "sys",
+        "input": "hi",
+        "stream": True,
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+    }
+    upstream_body = to_anthropic_request(parse_responses(request), "claude", max_tokens=256)
+    assert upstream_body["system"] == "sys" and upstream_body["stream"] is True
+    assert upstream_body["tools"] == [{"name": "f", "input_schema": {"type": "object"}}]
+
+    # The Anthropic upstream's stream, as a real one would send this answer.
+    upstream_events = anthropic_events(completion, THINKING)
+    to_chat = ChatFromAnthropicStream(include_usage=True, created=completion["created"])
+    to_responses = ResponsesStream(request, response_id="resp_chain")
+    events = to_responses.start()
+    for event in upstream_events:
+        for chunk in to_chat.feed(event):
+            events += to_responses.feed(chunk)
+    events += to_responses.finish()
+    adapter: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+    for event in events:
+        adapter.validate_python(event)
+    plain = from_anthropic_message(
+        render_message(completion, THINKING, message_id="msg_1"), created=completion["created"]
+    )
+    expected = render_response(plain, request, response_id="resp_chain")
+    final = events[-1]["response"]
+    for response in (final, expected):
+        for item in response["output"]:
+            if item["type"] == "function_call":
+                item["arguments"] = json.loads(item["arguments"])
+    assert final == expected
