@@ -549,10 +549,16 @@ def _note_decision(record: DecisionRecord, decision: Decision) -> None:
 def _make_sink(config: RecordConfig) -> Sink:
     if config.sink == "redis":
         return RedisStreamSink(
-            config.redis_url, config.stream, config.maxlen, cluster=config.redis_cluster
+            config.redis_url,
+            config.stream,
+            config.maxlen,
+            cluster=config.redis_cluster,
+            max_queue=config.max_queue,
         )
     if config.path:
-        return JsonlSink(config.path, int(config.rotate_mb * 1024 * 1024), config.keep)
+        return JsonlSink(
+            config.path, int(config.rotate_mb * 1024 * 1024), config.keep, config.max_queue
+        )
     return NullSink()
 
 

@@ -186,6 +186,7 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
                 "redis_cluster",
                 "stream",
                 "maxlen",
+                "max_queue",
             },
         )
     )
@@ -395,6 +396,7 @@ def _record(s: Section | None) -> RecordConfig:
         redis_cluster=s.boolean("redis_cluster", d.redis_cluster),
         stream=s.string("stream", d.stream) or d.stream,
         maxlen=s.integer("maxlen", d.maxlen, low=1),
+        max_queue=s.integer("max_queue", d.max_queue, low=1),
         path=path or None,
         rotate_mb=s.number("rotate_mb", d.rotate_mb, low=0.001),
         keep=s.integer("keep", d.keep, low=1),

@@ -153,6 +153,8 @@ class RecordConfig:
     redis_cluster: bool = False
     stream: str = "hr:decisions"
     maxlen: int = 1_000_000
+    # Records waiting for the writer; beyond this they are dropped and counted.
+    max_queue: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)
