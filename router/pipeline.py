@@ -258,7 +258,7 @@ class Router:
         try:
             record.tenant = tenant_for(policy.auth, headers)
             body = await read_body(receive, headers, policy.max_body_bytes)
-            request = parse_chat_request(body)
+            request = parse_chat_request(body, policy.limits.max_json_depth)
             record.model, record.stream = request.model, request.stream
             record.prompt_chars = request.prompt_chars
             if request.model not in policy.models:

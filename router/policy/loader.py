@@ -17,6 +17,7 @@ from router.policy.model import (
     BudgetConfig,
     CacheRule,
     Caps,
+    Limits,
     Match,
     Policy,
     Price,
@@ -66,6 +67,18 @@ _SECRET_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "api-key", "x-api-key"}
 )
 _RANGE = {"gt", "gte", "lt", "lte"}
+_SERVER = {
+    "max_body_mb",
+    "max_json_depth",
+    "max_tenant_chars",
+    "max_header_kb",
+    "max_headers",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keep_alive_s",
+    "max_connections",
+    "admin_key",
+}
 
 
 _POSITION = re.compile(r":(\d+):(\d+): ")
@@ -191,10 +204,12 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         )
     )
     scoring = _scoring(top.section("scoring", {"enabled", "model", "max_batch", "max_wait_ms"}))
-    server = top.section("server", {"max_body_mb"})
+    server = top.section("server", _SERVER)
     max_body = int(
         (server.number("max_body_mb", 10.0, low=0.001) if server else 10.0) * 1024 * 1024
     )
+    limits = _limits(server)
+    admin_key = (server.string("admin_key") if server else None) or None
     if any(r.match.score for r in routes) and not scoring.enabled and top.has("scoring"):
         errors.add(top.value_node("scoring"), "routes match on 'score' but scoring is disabled")
     if any(r.match.score for r in routes) and not top.has("scoring"):
@@ -232,8 +247,29 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         budgets=budgets,
         cache=cache,
         max_body_bytes=max_body,
+        limits=limits,
+        admin_key=admin_key,
         source=source,
         demo=top.boolean("demo", False),
+    )
+
+
+def _limits(s: Section | None) -> Limits:
+    d = Limits()
+    if s is None:
+        return d
+    return Limits(
+        # 200: orjson's 254-level serialisation limit, less what wraps a request.
+        max_json_depth=s.integer("max_json_depth", d.max_json_depth, low=2, high=200),
+        max_tenant_chars=s.integer("max_tenant_chars", d.max_tenant_chars, low=1),
+        max_header_bytes=int(
+            s.number("max_header_kb", d.max_header_bytes / 1024, low=1, high=1024) * 1024
+        ),
+        max_headers=s.integer("max_headers", d.max_headers, low=8),
+        header_timeout_s=s.number("header_timeout_s", d.header_timeout_s, low=0.01),
+        body_timeout_s=s.number("body_timeout_s", d.body_timeout_s, low=0.01),
+        keep_alive_s=s.number("keep_alive_s", d.keep_alive_s, low=0.01),
+        max_connections=s.integer("max_connections", d.max_connections, low=1),
     )
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "BudgetConfig",
     "CacheRule",
     "Caps",
+    "Limits",
     "Match",
     "Policy",
     "Price",
@@ -190,6 +191,26 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client may send, and how slowly: the policy's `server:` section.
+
+    The connection-level ones (headers, timeouts, connections) are enforced by the
+    protocol `router serve` runs and are read once at start; the rest apply per request.
+    """
+
+    # orjson serialises at most 254 levels; the records and upstream bodies wrap the
+    # request in a few more, so the limit stays well below that.
+    max_json_depth: int = 64
+    max_tenant_chars: int = 256
+    max_header_bytes: int = 32 * 1024  # request line and all headers together
+    max_headers: int = 100
+    header_timeout_s: float = 10.0  # from the first byte (or connect) to the last header
+    body_timeout_s: float = 30.0  # to read the whole body
+    keep_alive_s: float = 5.0  # idle time allowed between two requests on one connection
+    max_connections: int = 1000  # open connections per worker; more get a 503
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     upstreams: dict[str, Upstream]
     models: tuple[str, ...]
@@ -202,6 +223,9 @@ class Policy:
     budgets: BudgetConfig | None = None
     cache: CacheConfig | None = None  # None: no cache
     max_body_bytes: int = 10 * 1024 * 1024
+    limits: Limits = Limits()
+    # When set, /metrics and /readyz's details need it (Bearer or x-admin-key).
+    admin_key: str | None = field(default=None, repr=False)
     source: str = "<policy>"
     demo: bool = False
 
