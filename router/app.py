@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.ingress.errors import RouterError
+from router.ingress.headers import header_limit_error
 from router.pipeline import PolicySource, Router
 from router.policy.model import Policy, ScoringConfig
 from router.responses import send_bytes, send_error, send_json
@@ -88,6 +89,8 @@ class RouterMiddleware:
                 code="method_not_allowed",
                 headers={"allow": route[0]},
             )
+        elif (over := header_limit_error(scope["headers"], self.router.policy.limits)) is not None:
+            error = over
         else:
             handler = getattr(self.router, route[1])
             await handler(scope, receive, send)

@@ -9,6 +9,7 @@ and is shared by the standalone app and `RouterMiddleware`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections import OrderedDict
@@ -102,8 +103,9 @@ class Router:
         self.cache: SemanticCache | None = None
         self._cache_config: CacheConfig | None = None
         self._budget_config: BudgetConfig | None = None
-        # request id -> tenant of recent requests, so feedback can be checked.
-        self.recent: OrderedDict[str, str] = OrderedDict()
+        # request id -> digest of the tenant of recent requests, so feedback can be
+        # checked; a digest, so memory does not grow with the tenants' lengths.
+        self.recent: OrderedDict[str, bytes] = OrderedDict()
         self.recent_limit = 100_000
         self._start_lock = asyncio.Lock()
 
@@ -215,7 +217,7 @@ class Router:
             raw = await read_body(receive, headers, 64 * 1024)
             item = parse_feedback(raw)
             # Another tenant's id reads as unknown: ids must not leak across tenants.
-            if await self._tenant_of(item["request_id"]) != tenant:
+            if await self._tenant_of(item["request_id"]) != _tenant_digest(tenant):
                 raise RouterError.not_found(
                     f"No recent request with id '{item['request_id']}'.", code="request_not_found"
                 )
@@ -387,18 +389,20 @@ class Router:
         ex.slot = CacheSlot(cache, scope, prompt, embedding)
         return None
 
-    async def _tenant_of(self, request_id: str) -> str | None:
-        """Who a request id belongs to: this process's recent ids, then the fleet's."""
-        tenant = self.recent.get(request_id)
-        if tenant is None and isinstance(self.sink, RedisStreamSink):
+    async def _tenant_of(self, request_id: str) -> bytes | None:
+        """Who a request id belongs to (digest): this process's recent ids, then the fleet's."""
+        digest = self.recent.get(request_id)
+        if digest is None and isinstance(self.sink, RedisStreamSink):
             try:
                 tenant = await asyncio.to_thread(self.sink.tenant_of, request_id)
             except Exception as exc:  # feedback then reads as unknown; say why in the log
                 log.warning("feedback_lookup_failed", error=type(exc).__name__)
-        return tenant
+                tenant = None
+            digest = None if tenant is None else _tenant_digest(tenant)
+        return digest
 
     def _remember(self, request_id: str, tenant: str) -> None:
-        self.recent[request_id] = tenant
+        self.recent[request_id] = _tenant_digest(tenant)
         if len(self.recent) > self.recent_limit:
             self.recent.popitem(last=False)
 
@@ -538,6 +542,10 @@ class Router:
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _tenant_digest(tenant: str) -> bytes:
+    return hashlib.blake2b(tenant.encode(), digest_size=8).digest()
 
 
 def _note_decision(record: DecisionRecord, decision: Decision) -> None:

@@ -47,3 +47,36 @@ def test_max_json_depth_is_a_policy_setting(make_stack) -> None:  # type: ignore
     stack: Stack = make_stack(policy="server: {max_json_depth: 8}\n" + policy)
     assert post(stack, nested_body(8)).status_code == 200
     assert_openai_error(post(stack, nested_body(9)), 400)
+
+
+def test_long_tenant_header_gets_400_and_is_not_kept(stack: Stack) -> None:
+    good = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    error = assert_openai_error(post(stack, good, {"x-tenant-id": "t" * 257}), 400)
+    assert "x-tenant-id" in error["message"] and "256" in error["message"]
+    assert len(error["message"]) < 300  # the value is not echoed
+    assert post(stack, good, {"x-tenant-id": "t" * 256}).status_code == 200
+    # The refused request is recorded, without the oversized value.
+    assert [(r["status"], len(r["tenant"])) for r in stack.records()] == [(400, 0), (200, 256)]
+    # Recent ids keep a fixed-size digest of the tenant, whatever its length.
+    assert all(len(v) <= 16 for v in stack.app.router.recent.values())
+
+
+def test_recent_request_ids_still_check_the_tenant(stack: Stack) -> None:
+    good = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    response = post(stack, good, {"x-tenant-id": "alice"})
+    request_id = response.headers["x-router-request-id"]
+    feedback = json.dumps({"request_id": request_id, "score": 1}).encode()
+    for tenant, status in (("mallory", 404), ("alice", 200)):
+        reply = httpx.post(f"{stack.url}/v1/feedback", content=feedback,
+                           headers={"x-tenant-id": tenant}, timeout=5)
+        assert reply.status_code == status, reply.text
+
+
+def test_too_many_or_too_large_headers_get_431_in_middleware_mode(stack: Stack) -> None:
+    good = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    many = {f"x-h{i}": "v" for i in range(120)}
+    error = assert_openai_error(post(stack, good, many), 431)
+    assert error["code"] == "request_header_fields_too_large"
+    large = {"x-big": "v" * 40_000}
+    assert_openai_error(post(stack, good, large), 431)
+    assert post(stack, good, {"x-fine": "v" * 1000}).status_code == 200

@@ -70,7 +70,6 @@ _RANGE = {"gt", "gte", "lt", "lte"}
 _SERVER = {
     "max_body_mb",
     "max_json_depth",
-    "max_tenant_chars",
     "max_header_kb",
     "max_headers",
     "header_timeout_s",
@@ -184,7 +183,8 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         on_error = _cloudiest(upstreams) or default.target
     check_target(on_error_node, on_error)
 
-    auth = _auth(top.section("auth", {"keys", "tenant_header", "default_tenant"}), errors)
+    auth_keys = {"keys", "tenant_header", "default_tenant", "max_tenant_chars"}
+    auth = _auth(top.section("auth", auth_keys), errors)
     record = _record(
         top.section(
             "record",
@@ -261,7 +261,6 @@ def _limits(s: Section | None) -> Limits:
     return Limits(
         # 200: orjson's 254-level serialisation limit, less what wraps a request.
         max_json_depth=s.integer("max_json_depth", d.max_json_depth, low=2, high=200),
-        max_tenant_chars=s.integer("max_tenant_chars", d.max_tenant_chars, low=1),
         max_header_bytes=int(
             s.number("max_header_kb", d.max_header_bytes / 1024, low=1, high=1024) * 1024
         ),
@@ -410,6 +409,7 @@ def _auth(s: Section | None, errors: Errors) -> AuthConfig:
         keys=keys,
         tenant_header=header.lower() if header else None,
         default_tenant=s.string("default_tenant", "default") or "default",
+        max_tenant_chars=s.integer("max_tenant_chars", AuthConfig().max_tenant_chars, low=1),
     )
 
 

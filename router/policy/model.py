@@ -138,6 +138,8 @@ class AuthConfig:
     keys: dict[str, str] = field(default_factory=dict, repr=False)
     tenant_header: str | None = "x-tenant-id"
     default_tenant: str = "default"
+    # A longer tenant header is a 400: the tenant lands in records and metrics.
+    max_tenant_chars: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +203,6 @@ class Limits:
     # orjson serialises at most 254 levels; the records and upstream bodies wrap the
     # request in a few more, so the limit stays well below that.
     max_json_depth: int = 64
-    max_tenant_chars: int = 256
     max_header_bytes: int = 32 * 1024  # request line and all headers together
     max_headers: int = 100
     header_timeout_s: float = 10.0  # from the first byte (or connect) to the last header
