@@ -214,7 +214,7 @@ class Router:
         headers = _headers(scope)
         try:
             tenant = tenant_for(self.policy.auth, headers)
-            raw = await read_body(receive, headers, 64 * 1024)
+            raw = await read_body(receive, headers, 64 * 1024, self.policy.limits.body_timeout_s)
             item = parse_feedback(raw)
             # Another tenant's id reads as unknown: ids must not leak across tenants.
             if await self._tenant_of(item["request_id"]) != _tenant_digest(tenant):
@@ -259,7 +259,9 @@ class Router:
         shadow_body: dict[str, Any] = {}
         try:
             record.tenant = tenant_for(policy.auth, headers)
-            body = await read_body(receive, headers, policy.max_body_bytes)
+            body = await read_body(
+                receive, headers, policy.max_body_bytes, policy.limits.body_timeout_s
+            )
             request = parse_chat_request(body, policy.limits.max_json_depth)
             record.model, record.stream = request.model, request.stream
             record.prompt_chars = request.prompt_chars
