@@ -319,6 +319,10 @@ class Router:
             record.status, record.error = 499, "client_disconnected"
         except Done:
             pass
+        except asyncio.CancelledError:
+            if admission is not None and self.ledger is not None:  # no reservation leaks
+                self.ledger.settle_soon(admission, record.cost_usd or 0.0)
+            raise
         except Exception as exc:
             # A bug must still answer in the OpenAI format and leave a record.
             log.exception("internal_error", request_id=request_id)
@@ -429,7 +433,7 @@ class Router:
             out_tokens = budgets.estimate_output_tokens
         n = body.get("n") if isinstance(body.get("n"), int) else 1
         estimate = client.config.price.cost(facts.prompt_tokens, out_tokens * int(n or 1))
-        admission = await self.ledger.admit(facts.tenant, caps, estimate)
+        admission = await self.ledger.admit(facts.tenant, caps, estimate, facts.request_id)
         if admission.admitted:
             return admission, decision
         return admission, decide(policy, replace(facts, over_budget=True), features)

@@ -226,6 +226,7 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
                 "redis_cluster",
                 "estimate_output_tokens",
                 "namespace",
+                "reservation_ttl_s",
             },
         ),
         check_target,
@@ -494,6 +495,7 @@ def _budgets(s: Section | None, check_target: object) -> BudgetConfig | None:
         redis_cluster=s.boolean("redis_cluster", d.redis_cluster),
         estimate_output_tokens=s.integer("estimate_output_tokens", d.estimate_output_tokens, low=1),
         namespace=s.string("namespace", d.namespace) or d.namespace,
+        reservation_ttl_s=s.number("reservation_ttl_s", d.reservation_ttl_s, low=1),
     )
 
 

@@ -187,6 +187,9 @@ class BudgetConfig:
     # Output tokens assumed for a request without max_tokens when reserving spend.
     estimate_output_tokens: int = 1024
     namespace: str = "hr"
+    # A reservation nothing settled (the process died, Redis was away) expires after
+    # this; keep it above the longest upstream `total` timeout.
+    reservation_ttl_s: float = 900.0
 
     def caps_for(self, tenant: str) -> Caps | None:
         return self.tenants.get(tenant, self.default)
