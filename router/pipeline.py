@@ -135,9 +135,11 @@ class Router:
     async def shutdown(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
-        await self.pool.aclose()
+        # Shadows first, while their upstream clients are still open: the records
+        # waiting on them are written, with a shadow error for those cut off.
         if self.shadow is not None:
-            await self.shadow.aclose()
+            await self.shadow.aclose(self.policy.limits.shutdown_shadow_wait_s)
+        await self.pool.aclose()
         if self.ledger is not None:
             await self.ledger.aclose()
         if self.scorer is not None:

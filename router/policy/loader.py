@@ -76,6 +76,7 @@ _SERVER = {
     "body_timeout_s",
     "keep_alive_s",
     "max_connections",
+    "shutdown_shadow_wait_s",
     "admin_key",
 }
 
@@ -270,6 +271,9 @@ def _limits(s: Section | None) -> Limits:
         body_timeout_s=s.number("body_timeout_s", d.body_timeout_s, low=0.01),
         keep_alive_s=s.number("keep_alive_s", d.keep_alive_s, low=0.01),
         max_connections=s.integer("max_connections", d.max_connections, low=1),
+        shutdown_shadow_wait_s=s.number(
+            "shutdown_shadow_wait_s", d.shutdown_shadow_wait_s, low=0
+        ),
     )
 
 

@@ -212,6 +212,8 @@ class Limits:
     body_timeout_s: float = 30.0  # to read the whole body
     keep_alive_s: float = 5.0  # idle time allowed between two requests on one connection
     max_connections: int = 1000  # open connections per worker; more get a 503
+    # At shutdown, how long records waiting on a shadow answer wait for it.
+    shutdown_shadow_wait_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
