@@ -9,7 +9,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router.ingress.errors import RouterError
+from router.ingress.admin import admin_allowed
+from router.ingress.errors import RouterError, clip
 from router.ingress.headers import header_limit_error
 from router.pipeline import PolicySource, Router
 from router.policy.model import Policy, ScoringConfig
@@ -81,7 +82,7 @@ class RouterMiddleware:
     async def _v1(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         route = _V1.get(path.rstrip("/"))
         if route is None:
-            error = RouterError.not_found(f"Unknown endpoint: {scope['method']} {path}.")
+            error = RouterError.not_found(f"Unknown endpoint: {scope['method']} {clip(path)}.")
         elif scope["method"] != route[0]:
             error = RouterError(
                 405,
@@ -96,6 +97,9 @@ class RouterMiddleware:
             await handler(scope, receive, send)
             return
         await send_error(send, error)
+
+
+_ADMIN_NEEDED = "This endpoint needs the admin key: 'Authorization: Bearer <key>' or 'x-admin-key'."
 
 
 def _metrics() -> bytes:
@@ -130,17 +134,28 @@ class _Operations:
         if method in ("GET", "HEAD") and path == "/healthz":
             await send_bytes(send, 200, b'{"status":"ok"}')
         elif method in ("GET", "HEAD") and path == "/readyz":
-            await self._ready(send)
+            await self._ready(send, self._admin(scope))
         elif method == "GET" and path == "/metrics":
+            if not self._admin(scope):
+                await send_error(send, RouterError.unauthorized(_ADMIN_NEEDED))
+                return
             await send_bytes(send, 200, _metrics(), content_type=CONTENT_TYPE_LATEST.encode())
         else:
-            error = RouterError.not_found(f"Unknown endpoint: {method} {path}.")
+            error = RouterError.not_found(f"Unknown endpoint: {method} {clip(path)}.")
             await send_error(send, error)
 
-    async def _ready(self, send: Send) -> None:
+    def _admin(self, scope: Scope) -> bool:
+        assert self.router is not None
+        return admin_allowed(self.router.policy.admin_key, scope["headers"])
+
+    async def _ready(self, send: Send, details: bool) -> None:
         router = self.router
         assert router is not None
         policy = router.policy
+        if not details:  # probes need the status only; the rest is for the admin key
+            status = "ready" if router.started else "not_ready"
+            await send_json(send, 200 if router.started else 503, {"status": status})
+            return
         # A classifier that failed to load does not make the router unready: requests
         # still route (score rules go to on_classifier_error). /readyz says so instead.
         scoring = "off"

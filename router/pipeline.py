@@ -42,7 +42,7 @@ from router.exchange import (
 from router.features import Features
 from router.ingress.auth import tenant_for
 from router.ingress.body import ClientGone, read_body
-from router.ingress.errors import RouterError
+from router.ingress.errors import RouterError, clip
 from router.ingress.feedback import parse_feedback
 from router.ingress.request import ChatRequest, parse_chat_request
 from router.outcomes.metrics import (
@@ -270,7 +270,7 @@ class Router:
             if request.model not in policy.models:
                 raise RouterError(
                     404,
-                    f"The model '{request.model}' does not exist. "
+                    f"The model '{clip(request.model)}' does not exist. "
                     f"Available: {', '.join(policy.models)}.",
                     code="model_not_found",
                     param="model",
