@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from router.ingress.admin import admin_allowed
 from router.ingress.errors import RouterError, clip
 from router.ingress.headers import header_limit_error
+from router.openapi import spec_bytes
 from router.pipeline import PolicySource, Router
 from router.policy.model import Policy, ScoringConfig
 from router.responses import send_bytes, send_error, send_json
@@ -133,6 +134,8 @@ class _Operations:
         path, method = scope["path"], scope["method"]
         if method in ("GET", "HEAD") and path == "/healthz":
             await send_bytes(send, 200, b'{"status":"ok"}')
+        elif method == "GET" and path == "/openapi.json":
+            await send_bytes(send, 200, spec_bytes())
         elif method in ("GET", "HEAD") and path == "/readyz":
             await self._ready(send, self._admin(scope))
         elif method == "GET" and path == "/metrics":
