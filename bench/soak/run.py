@@ -16,7 +16,9 @@ Phases, each a separate figure in the JSON:
 3. redis_restart: the same load; Redis killed (SIGKILL) and restarted after 3 s.
 4. sigterm: a router whose streams take ~2 s and whose shadow never answers gets
    SIGTERM with 20 streams in flight: streams completed, records written, exit time.
-5. fd_pressure: 1,100 idle sockets against max_connections 1000 and a 2 s header
+5. sigkill: SIGKILL under load, then a restart on the same record file: records
+   lost (those still in memory), torn lines, time until it serves again.
+6. fd_pressure: 1,100 idle sockets against max_connections 1000 and a 2 s header
    timeout: how many were refused at once, and when normal requests work again.
 """
 
@@ -265,14 +267,22 @@ async def one_request(
     tally.latencies.append(time.perf_counter() - started)
 
 
-async def closed_loop(url: str, seconds: float, concurrency: int, tally: Tally, seed: int) -> None:
+async def closed_loop(
+    url: str,
+    seconds: float,
+    concurrency: int,
+    tally: Tally,
+    seed: int,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """`concurrency` clients back to back for `seconds` (or until `stop` is set)."""
     deadline = time.monotonic() + seconds
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
 
         async def worker(i: int) -> None:
             rng = random.Random(seed * 1000 + i)
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not (stop and stop.is_set()):
                 body = body_for(rng, stream=rng.random() < 0.5, cacheable=rng.random() < 0.3)
                 await one_request(session, url, body, tally)
 
@@ -528,6 +538,50 @@ def phase_fd_pressure(work: Path, up: int, redis: Redis) -> dict[str, Any]:
     return result
 
 
+def phase_sigkill(work: Path, up: int, redis: Redis) -> dict[str, Any]:
+    """SIGKILL under load: what a crash costs (records in memory) and how fast a
+    restarted router serves again from the same record file."""
+    kill_dir = work / "sigkill"
+    kill_dir.mkdir(exist_ok=True)
+    policy = kill_dir / "policy.yaml"
+    policy.write_text(policy_text(kill_dir, up, redis.port))
+    port = free_port()
+    router = start_router(policy, port, work / "router.log")
+    url = f"http://127.0.0.1:{port}"
+    tally = Tally()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        load = asyncio.ensure_future(closed_loop(url, 30, 8, tally, seed=6, stop=stop))
+        await asyncio.sleep(3)
+        stop.set()  # each client ends after the request it has in flight
+        router.send_signal(signal.SIGKILL)
+        await load
+
+    asyncio.run(run())
+    router.wait(10)
+    raw = (kill_dir / "records.jsonl").read_bytes()
+    lines = raw.split(b"\n")
+    torn = 0 if raw.endswith(b"\n") or not raw else 1
+    parsed = sum(1 for line in lines[: len(lines) - 1] if json.loads(line))
+    started = time.monotonic()
+    router = start_router(policy, port, work / "router.log")
+    ready_s = time.monotonic() - started
+    after = Tally()
+    asyncio.run(closed_loop(url, 2, 4, after, seed=7))
+    router.send_signal(signal.SIGTERM)
+    router.wait(60)
+    return {
+        "answered_before_kill": tally.ok,
+        "in_flight_cut_by_kill": sum(tally.errors.values()),
+        "records_on_disk": parsed,
+        "records_lost": max(0, tally.ok - parsed),
+        "torn_last_line": torn,
+        "restart_ready_s": round(ready_s, 2),
+        "after_restart": after.summary(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -535,7 +589,10 @@ def main() -> None:
     parser.add_argument("--soak-s", type=float, default=60)
     parser.add_argument("--warmup-s", type=float, default=10)
     parser.add_argument("--out", default=str(ROOT / "bench/soak/results.json"))
-    parser.add_argument("--phases", default="soak,redis_pause,redis_restart,sigterm,fd_pressure")
+    parser.add_argument(
+        "--phases", default="soak,redis_pause,redis_restart,sigterm,sigkill,fd_pressure"
+    )
+    parser.add_argument("--merge", action="store_true", help="keep other phases in --out")
     args = parser.parse_args()
     phases = args.phases.split(",")
     work = Path(tempfile.mkdtemp(prefix="hr-soak-"))
@@ -561,13 +618,21 @@ def main() -> None:
         if "sigterm" in phases:
             results["sigterm"] = phase_sigterm(work, redis)
             print("sigterm", results["sigterm"], flush=True)
+        if "sigkill" in phases:
+            results["sigkill"] = phase_sigkill(work, up_port, redis)
+            print("sigkill", results["sigkill"], flush=True)
         if "fd_pressure" in phases:
             results["fd_pressure"] = phase_fd_pressure(work, up_port, redis)
             print("fd_pressure", results["fd_pressure"], flush=True)
     finally:
         upstream.kill()
         redis.kill()
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    out = Path(args.out)
+    if args.merge and out.exists():  # re-running some phases keeps the others' figures
+        old = json.loads(out.read_text())
+        command = f"{old.get('command', '')}; {results['command']}"
+        results = {**old, **results, "command": command}
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out} (work files in {work})")
 
 
