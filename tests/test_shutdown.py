@@ -33,7 +33,13 @@ def run_and_shut_down(tmp_path: Path, shadow_delay: float, wait_s: float, n: int
             client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
             for i in range(n):
                 client.chat.completions.create(model="auto", messages=[{"role": "user", "content": f"q{i}"}])
-            assert app.router.shadow is not None and app.router.shadow.pending == n
+            if shadow_delay > 30:
+                # Each shadow starts just after its client got the answer; a stalled
+                # one is still pending at shutdown. (Quick ones may already be done.)
+                deadline = time.monotonic() + 5
+                while app.router.shadow is None or app.router.shadow.pending < n:
+                    assert time.monotonic() < deadline, "the shadows did not start"
+                    time.sleep(0.01)
             started = time.monotonic()
         took = time.monotonic() - started  # the server's exit: lifespan shutdown included
     lines = [json.loads(line) for line in records.read_text().splitlines()] if records.exists() else []
@@ -47,9 +53,9 @@ def test_records_waiting_on_a_stalled_shadow_are_written_at_shutdown(tmp_path: P
     assert took < 5  # the wait is bounded
 
 
-@pytest.mark.parametrize("delay", [0.3])
+@pytest.mark.parametrize("delay", [1.0])
 def test_shutdown_waits_for_shadows_that_answer_in_time(tmp_path: Path, delay: float) -> None:
-    lines, _ = run_and_shut_down(tmp_path, shadow_delay=delay, wait_s=5)
+    lines, _ = run_and_shut_down(tmp_path, shadow_delay=delay, wait_s=15)
     assert len(lines) == 20
     assert all(r["shadow_result"]["status"] == 200 for r in lines)
     assert all(r["shadow_result"]["answer"] for r in lines)
