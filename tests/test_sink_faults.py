@@ -75,3 +75,37 @@ def test_queue_is_bounded_and_drops_are_counted(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [r["i"] for r in lines] == [*range(100), *range(1_000, 1_010)]
     assert errors("queue_full") == before + 900
+
+
+def test_redis_sink_waits_bounded_while_redis_is_down_then_writes(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    import redis
+    from test_cache_faults import Server, free_port
+
+    from router.outcomes.sinks import RedisStreamSink
+
+    server = Server(free_port())
+    server.start()
+    stream = f"hrtest:records:{os.getpid()}"
+    sink = RedisStreamSink(f"redis://127.0.0.1:{server.port}/0", stream, max_queue=50)
+    before = errors("queue_full")
+    try:
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)  # Redis hangs: records must wait
+        for i in range(200):
+            sink.emit({"request_id": f"r{i}", "i": i})
+        time.sleep(0.1)
+        assert errors("queue_full") >= before + 150 - 64  # the bound held (one batch in hand)
+        os.kill(server.process.pid, signal.SIGCONT)
+        sink.flush(timeout=15)
+        written = redis.Redis(port=server.port).xlen(stream)
+        assert 50 <= written <= 50 + 64
+        assert written + errors("queue_full") - before == 200  # each kept or counted
+    finally:
+        sink.close()
+        if server.process is not None:
+            os.kill(server.process.pid, signal.SIGCONT)
+        server.kill()
