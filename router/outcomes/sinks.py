@@ -232,7 +232,7 @@ class RedisStreamSink(_ThreadedSink):
     """XADD records to a Redis Stream capped near `maxlen` entries.
 
     Each entry has one field, `r`, holding the record's JSON. While Redis is
-    unreachable, records wait in memory and are retried, so none is dropped.
+    unreachable, records wait in memory (at most `max_queue`) and are retried.
     Each request's id is also kept (`<stream>:id:<request_id>` -> tenant, for
     `ID_TTL_S`), so that feedback can reach any replica of a fleet.
     """
