@@ -86,15 +86,17 @@ class RouterHttpProtocol(HttpToolsProtocol):
             return  # draining after a refusal: see _refuse
         idle = self.cycle is None or self.cycle.response_complete
         if idle:
-            # Between requests every byte belongs to the next request line and headers.
+            # Between requests these bytes start the next request line and headers.
             # Arming here too (not only on message begin) covers a client that keeps
             # a connection alive with stray CRLFs, which start no message.
             self._arm_header_timer()
             self._header_bytes += len(data)
-            if self._header_bytes > self._limits.max_header_bytes:
-                self._refuse(too_large(self._limits, f"over {self._limits.max_header_bytes} bytes"))
-                return
         super().data_received(data)
+        # Judged after parsing: the same read may carry the end of the headers and
+        # a body (on_headers_complete then reset the count). Still counting means
+        # the headers are not complete yet; the parser holds at most one read more.
+        if idle and self._refusal is None and self._header_bytes > self._limits.max_header_bytes:
+            self._refuse(too_large(self._limits, f"over {self._limits.max_header_bytes} bytes"))
 
     # -- parser callbacks --------------------------------------------------------------
 

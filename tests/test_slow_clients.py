@@ -214,3 +214,15 @@ def test_connections_over_the_cap_get_503_and_service_recovers(server: Server) -
     assert reply.choices[0].message.content
     for sock in stalled:
         sock.close()
+
+
+def test_large_body_arriving_with_the_headers_is_not_a_header_overflow(server: Server) -> None:
+    body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "x" * 200_000}]}).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    sock = connect(server)
+    sock.sendall(request)  # one write: the first read holds the headers and much of the body
+    raw, _ = read_until_closed(sock)
+    assert raw.startswith(b"HTTP/1.1 200"), raw[:300]
