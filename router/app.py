@@ -9,7 +9,10 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router.ingress.errors import RouterError
+from router.ingress.admin import admin_allowed
+from router.ingress.errors import RouterError, clip
+from router.ingress.headers import header_limit_error
+from router.openapi import spec_bytes
 from router.passthrough import Passthrough
 from router.pipeline import PolicySource, Router
 from router.policy.model import Policy, ScoringConfig
@@ -83,6 +86,10 @@ class RouterMiddleware:
         return wrapped
 
     async def _v1(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        over = header_limit_error(scope["headers"], self.router.policy.limits)
+        if over is not None:
+            await send_error(send, over)
+            return
         route = self._routes.get(path.rstrip("/"))
         method = scope["method"]
         if route is None:
@@ -95,13 +102,16 @@ class RouterMiddleware:
         if method != allowed:
             error = RouterError(
                 405,
-                f"Method {method} is not allowed on {path}; use {allowed}.",
+                f"Method {method} is not allowed on {clip(path)}; use {allowed}.",
                 code="method_not_allowed",
                 headers={"allow": allowed},
             )
             await send_error(send, error)
             return
         await handler(scope, receive, send)
+
+
+_ADMIN_NEEDED = "This endpoint needs the admin key: 'Authorization: Bearer <key>' or 'x-admin-key'."
 
 
 def _metrics() -> bytes:
@@ -140,20 +150,33 @@ class _Operations:
         path, method = scope["path"], scope["method"]
         if method in ("GET", "HEAD") and path == "/healthz":
             await send_bytes(send, 200, b'{"status":"ok"}')
+        elif method == "GET" and path == "/openapi.json":
+            await send_bytes(send, 200, spec_bytes())
         elif method in ("GET", "HEAD") and path == "/readyz":
-            await self._ready(send)
+            await self._ready(send, self._admin(scope))
         elif method == "GET" and path == "/metrics":
+            if not self._admin(scope):
+                await send_error(send, RouterError.unauthorized(_ADMIN_NEEDED))
+                return
             await send_bytes(send, 200, _metrics(), content_type=CONTENT_TYPE_LATEST.encode())
         elif self.ui is not None and (path == "/ui" or path.startswith("/ui/")):
             await self.ui(scope, receive, send)
         else:
-            error = RouterError.not_found(f"Unknown endpoint: {method} {path}.")
+            error = RouterError.not_found(f"Unknown endpoint: {method} {clip(path)}.")
             await send_error(send, error)
 
-    async def _ready(self, send: Send) -> None:
+    def _admin(self, scope: Scope) -> bool:
+        assert self.router is not None
+        return admin_allowed(self.router.policy.admin_key, scope["headers"])
+
+    async def _ready(self, send: Send, details: bool) -> None:
         router = self.router
         assert router is not None
         policy = router.policy
+        if not details:  # probes need the status only; the rest is for the admin key
+            status = "ready" if router.started else "not_ready"
+            await send_json(send, 200 if router.started else 503, {"status": status})
+            return
         # A classifier that failed to load does not make the router unready: requests
         # still route (score rules go to on_classifier_error). /readyz says so instead.
         scoring = "off"

@@ -29,7 +29,7 @@ from router.cache import Scope as CacheScope
 from router.cache import cache_mode
 from router.ingress.auth import tenant_for
 from router.ingress.body import ClientGone, read_body
-from router.ingress.errors import RouterError
+from router.ingress.errors import RouterError, clip
 from router.ingress.request import json_object
 from router.outcomes.metrics import CALLS
 from router.outcomes.record import DecisionRecord
@@ -103,8 +103,9 @@ class Passthrough:
         record = _record(endpoint)
         try:
             record.tenant = tenant_for(policy.auth, headers)
-            raw = await read_body(receive, headers, policy.max_body_bytes)
-            body = json_object(raw)
+            limits = policy.limits
+            raw = await read_body(receive, headers, policy.max_body_bytes, limits.body_timeout_s)
+            body = json_object(raw, limits.max_json_depth)
             model = body.get("model")
             if not isinstance(model, str) or not model:
                 raise RouterError.bad_request("'model' is required and must be a string.", "model")
@@ -232,7 +233,7 @@ class Passthrough:
             await send_error(
                 send,
                 RouterError.not_found(
-                    f"Unknown endpoint: {method} {path[:200]}. The router serves chat "
+                    f"Unknown endpoint: {method} {clip(path)}. The router serves chat "
                     "completions, embeddings, completions and models; set `passthrough: "
                     "<upstream>` in the policy to pass other /v1 paths to an upstream."
                 ),
@@ -244,7 +245,9 @@ class Passthrough:
         record.model = f"{method} {path[:200]}"
         try:
             record.tenant = tenant_for(policy.auth, headers)
-            raw = await read_body(receive, headers, policy.max_body_bytes)
+            raw = await read_body(
+                receive, headers, policy.max_body_bytes, policy.limits.body_timeout_s
+            )
             client = router.pool.clients.get(policy.passthrough)
             if client is None:
                 raise RouterError.upstream(f"Upstream '{policy.passthrough}' is not running.")
@@ -360,7 +363,7 @@ def _unknown_model(name: str, policy: Policy, endpoint: str | None = None) -> Ro
     where = f" for /v1/{endpoint}" if endpoint else ""
     return RouterError(
         404,
-        f"The model '{name[:200]}' does not exist{where}. "
+        f"The model '{clip(name)}' does not exist{where}. "
         f"Available: {', '.join(available) or 'none (see the policy)'}.",
         code="model_not_found",
         param="model",

@@ -9,6 +9,7 @@ and is shared by the standalone app and `RouterMiddleware`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections import OrderedDict
@@ -42,7 +43,7 @@ from router.exchange import (
 from router.features import Features
 from router.ingress.auth import tenant_for
 from router.ingress.body import ClientGone, read_body
-from router.ingress.errors import RouterError
+from router.ingress.errors import RouterError, clip
 from router.ingress.feedback import parse_feedback
 from router.ingress.request import ChatRequest, parse_chat_request
 from router.outcomes.metrics import (
@@ -117,8 +118,9 @@ class Router:
         self.cache: SemanticCache | None = None
         self._cache_config: CacheConfig | None = None
         self._budget_config: BudgetConfig | None = None
-        # request id -> tenant of recent requests, so feedback can be checked.
-        self.recent: OrderedDict[str, str] = OrderedDict()
+        # request id -> digest of the tenant of recent requests, so feedback can be
+        # checked; a digest, so memory does not grow with the tenants' lengths.
+        self.recent: OrderedDict[str, bytes] = OrderedDict()
         self.recent_limit = 100_000
         self._start_lock = asyncio.Lock()
 
@@ -148,9 +150,11 @@ class Router:
     async def shutdown(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
-        await self.pool.aclose()
+        # Shadows first, while their upstream clients are still open: the records
+        # waiting on them are written, with a shadow error for those cut off.
         if self.shadow is not None:
-            await self.shadow.aclose()
+            await self.shadow.aclose(self.policy.limits.shutdown_shadow_wait_s)
+        await self.pool.aclose()
         if self.ledger is not None:
             await self.ledger.aclose()
         if self.scorer is not None:
@@ -223,10 +227,10 @@ class Router:
         headers = _headers(scope)
         try:
             tenant = tenant_for(self.policy.auth, headers)
-            raw = await read_body(receive, headers, 64 * 1024)
+            raw = await read_body(receive, headers, 64 * 1024, self.policy.limits.body_timeout_s)
             item = parse_feedback(raw)
             # Another tenant's id reads as unknown: ids must not leak across tenants.
-            if await self._tenant_of(item["request_id"]) != tenant:
+            if await self._tenant_of(item["request_id"]) != _tenant_digest(tenant):
                 raise RouterError.not_found(
                     f"No recent request with id '{item['request_id']}'.", code="request_not_found"
                 )
@@ -268,14 +272,16 @@ class Router:
         shadow_body: dict[str, Any] = {}
         try:
             record.tenant = tenant_for(policy.auth, headers)
-            body = await read_body(receive, headers, policy.max_body_bytes)
-            request = parse_chat_request(body)
+            body = await read_body(
+                receive, headers, policy.max_body_bytes, policy.limits.body_timeout_s
+            )
+            request = parse_chat_request(body, policy.limits.max_json_depth)
             record.model, record.stream = request.model, request.stream
             record.prompt_chars = request.prompt_chars
             if request.model not in policy.models:
                 raise RouterError(
                     404,
-                    f"The model '{request.model}' does not exist. "
+                    f"The model '{clip(request.model)}' does not exist. "
                     f"Available: {', '.join(policy.models)}.",
                     code="model_not_found",
                     param="model",
@@ -329,6 +335,10 @@ class Router:
             record.status, record.error = 499, "client_disconnected"
         except Done:
             pass
+        except asyncio.CancelledError:
+            if admission is not None and self.ledger is not None:  # no reservation leaks
+                self.ledger.settle_soon(admission, record.cost_usd or 0.0)
+            raise
         except Exception as exc:
             # A bug must still answer in the OpenAI format and leave a record.
             log.exception("internal_error", request_id=request_id)
@@ -409,19 +419,21 @@ class Router:
         ex.slot = CacheSlot(cache, scope, prompt.text, embedding)
         return None
 
-    async def _tenant_of(self, request_id: str) -> str | None:
-        """Who a request id belongs to: this process's recent ids, then the fleet's."""
-        tenant = self.recent.get(request_id)
+    async def _tenant_of(self, request_id: str) -> bytes | None:
+        """Who a request id belongs to (digest): this process's recent ids, then the fleet's."""
+        digest = self.recent.get(request_id)
         sink = self.sink.inner
-        if tenant is None and isinstance(sink, RedisStreamSink):
+        if digest is None and isinstance(sink, RedisStreamSink):
             try:
                 tenant = await asyncio.to_thread(sink.tenant_of, request_id)
             except Exception as exc:  # feedback then reads as unknown; say why in the log
                 log.warning("feedback_lookup_failed", error=type(exc).__name__)
-        return tenant
+                tenant = None
+            digest = None if tenant is None else _tenant_digest(tenant)
+        return digest
 
     def _remember(self, request_id: str, tenant: str) -> None:
-        self.recent[request_id] = tenant
+        self.recent[request_id] = _tenant_digest(tenant)
         if len(self.recent) > self.recent_limit:
             self.recent.popitem(last=False)
 
@@ -446,7 +458,7 @@ class Router:
             out_tokens = budgets.estimate_output_tokens
         n = body.get("n") if isinstance(body.get("n"), int) else 1
         estimate = client.config.price.cost(facts.prompt_tokens, out_tokens * int(n or 1))
-        admission = await self.ledger.admit(facts.tenant, caps, estimate)
+        admission = await self.ledger.admit(facts.tenant, caps, estimate, facts.request_id)
         if admission.admitted:
             return admission, decision
         return admission, decide(policy, replace(facts, over_budget=True), features)
@@ -571,6 +583,10 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
+def _tenant_digest(tenant: str) -> bytes:
+    return hashlib.blake2b(tenant.encode(), digest_size=8).digest()
+
+
 def _note_decision(record: DecisionRecord, decision: Decision) -> None:
     record.rule, record.reason = decision.rule, decision.reason
     record.targets = list(decision.targets)
@@ -580,10 +596,16 @@ def _note_decision(record: DecisionRecord, decision: Decision) -> None:
 def _make_sink(config: RecordConfig) -> Sink:
     if config.sink == "redis":
         return RedisStreamSink(
-            config.redis_url, config.stream, config.maxlen, cluster=config.redis_cluster
+            config.redis_url,
+            config.stream,
+            config.maxlen,
+            cluster=config.redis_cluster,
+            max_queue=config.max_queue,
         )
     if config.path:
-        return JsonlSink(config.path, int(config.rotate_mb * 1024 * 1024), config.keep)
+        return JsonlSink(
+            config.path, int(config.rotate_mb * 1024 * 1024), config.keep, config.max_queue
+        )
     return NullSink()
 
 

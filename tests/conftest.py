@@ -39,7 +39,10 @@ class Stack:
         self.app.router.sink.flush()
         if not self.records_path.exists():
             return []
-        return [json.loads(line) for line in self.records_path.read_text().splitlines()]
+        # Lines end at "\n" only: splitlines() would also cut at U+2028 and friends,
+        # which JSON strings may hold unescaped.
+        text = self.records_path.read_text()
+        return [json.loads(line) for line in text.split("\n") if line]
 
     def write_policy(self, text: str) -> None:
         self.policy_path.write_text(text)

@@ -17,8 +17,11 @@ from router.demo import DemoUpstream, read_body
 
 
 @contextmanager
-def serve(app: ASGIApp, lifespan: str = "on") -> Iterator[str]:
-    """Run `app` under uvicorn on a free loopback port; yield its base URL."""
+def serve(app: ASGIApp, lifespan: str = "on", **options: Any) -> Iterator[str]:
+    """Run `app` under uvicorn on a free loopback port; yield its base URL.
+
+    `options` go to `uvicorn.Config` (e.g. `http=` a protocol class, `timeout_keep_alive=`).
+    """
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -26,7 +29,7 @@ def serve(app: ASGIApp, lifespan: str = "on") -> Iterator[str]:
         log_level="warning",
         lifespan=lifespan,
         loop="asyncio",
-        http="httptools",
+        **{"http": "httptools", **options},
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -27,6 +27,7 @@ def test_two_workers_share_metrics_and_policy_comes_from_env(tmp_path: Path) -> 
         policy.write_text(
             f"upstreams: {{local: {{base_url: '{url}/v1', model: m}}}}\n"
             f"default: {{target: local}}\nrecord: {{path: '{tmp_path / 'r.jsonl'}'}}\n"
+            "server: {header_timeout_s: 0.5}\n"
         )
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -53,6 +54,9 @@ def test_two_workers_share_metrics_and_policy_comes_from_env(tmp_path: Path) -> 
                 )
                 total = sum(float(v) for v in found)
                 assert total == 12
+            # The workers run the router's protocol: a silent connection is cut off.
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+                assert silent.recv(65536).startswith(b"HTTP/1.1 408")
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(20)

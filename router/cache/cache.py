@@ -91,11 +91,12 @@ class SemanticCache:
             if asyncio.iscoroutine(action):
                 action.close()
             return False, None
+        attempt = self._backoff.attempt()
         try:
             result = await asyncio.wait_for(action, timeout_ms / 1000)
         except Exception as error:  # the cache must never fail a request
             metrics.ERRORS.labels(op).inc()
-            retry_in = self._backoff.failure()
+            retry_in = self._backoff.failure(attempt)
             log.warning(
                 "cache.store_failed",
                 op=op,

@@ -42,7 +42,9 @@ class CacheConfig:
     namespace: str = "hr"
     # Consecutive failures back off from `retry_after_s` up to `max_retry_after_s`.
     retry_after_s: float = 0.5
-    max_retry_after_s: float = 30.0
+    # Small, so that the cache is back within seconds of Redis: while Redis is away
+    # this costs one lookup (bounded by lookup_timeout_ms) per interval per worker.
+    max_retry_after_s: float = 2.0
     # The lexical guard of semantic hits; see router/cache/guards.py.
     guard: bool = True
     # Random-hyperplane LSH of the Redis store: tables x bits per table. 10 x 20 was

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         default_policy_path("demo.yaml" if args.demo else "default.yaml")
     )
     try:
-        load_policy(policy_path)
+        limits = load_policy(policy_path).limits
     except PolicyError as exc:
         for message in exc.messages:
             print(message)
@@ -74,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools plus header timeout, header limits and a connection cap
+        # (router.serving); each worker reads the limits from $ROUTER_POLICY.
+        http="router.serving:RouterHttpProtocol",
+        timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type]  # a float works
         log_level="warning",
         access_log=False,
         lifespan="on",

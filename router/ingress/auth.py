@@ -29,6 +29,11 @@ def tenant_for(auth: AuthConfig, headers: Mapping[str, str]) -> str:
         return tenant
     if auth.tenant_header:
         value = headers.get(auth.tenant_header)
+        if value and len(value) > auth.max_tenant_chars:
+            raise RouterError.bad_request(
+                f"The '{auth.tenant_header}' header is longer than "
+                f"{auth.max_tenant_chars} characters."
+            )
         if value:
             return value
     return auth.default_tenant

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from starlette.types import Receive
@@ -23,7 +24,29 @@ def _too_large(limit: int) -> RouterError:
     )
 
 
-async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+def _too_slow(timeout_s: float) -> RouterError:
+    # connection: close, since the rest of a body that is still trickling in would
+    # otherwise be read as the next request on this connection.
+    return RouterError(
+        408,
+        f"The request body did not arrive within {timeout_s:g} s.",
+        code="request_timeout",
+        headers={"connection": "close"},
+    )
+
+
+async def read_body(
+    receive: Receive, headers: Mapping[str, str], limit: int, timeout_s: float | None = None
+) -> bytes:
+    """The whole body, within `limit` bytes and `timeout_s` seconds (None: no limit)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read(receive, headers, limit)
+    except TimeoutError:
+        raise _too_slow(timeout_s or 0.0) from None
+
+
+async def _read(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
     length = headers.get("content-length")
     if length is not None:
         try:

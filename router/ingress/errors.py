@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["RouterError", "error_body"]
+__all__ = ["RouterError", "clip", "error_body"]
+
+
+def clip(text: str, limit: int = 64) -> str:
+    """Client input quoted in an error message, cut short: a 5 MB model name must not
+    come back as a 5 MB error."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def error_body(

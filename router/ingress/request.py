@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from router.ingress.depth import json_depth_exceeds
 from router.ingress.errors import RouterError
 
 __all__ = ["ChatRequest", "json_object", "parse_chat_request"]
@@ -57,8 +58,15 @@ def message_text(message: dict[str, Any]) -> str:
     return ""
 
 
-def json_object(raw: bytes) -> dict[str, Any]:
+DEFAULT_MAX_DEPTH = 64
+
+
+def json_object(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
     """The body as a JSON object, or a 400 that says what is wrong with it."""
+    if json_depth_exceeds(raw, max_depth):
+        raise RouterError.bad_request(
+            f"Request body nests JSON too deep: the limit is {max_depth} levels."
+        )
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -68,8 +76,8 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def parse_chat_request(raw: bytes) -> ChatRequest:
-    body = json_object(raw)
+def parse_chat_request(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> ChatRequest:
+    body = json_object(raw, max_depth)
 
     model = body.get("model")
     if not isinstance(model, str) or not model:

@@ -11,10 +11,21 @@ from typing import Any, Protocol
 
 import orjson
 import structlog
+from prometheus_client import Counter
 
-__all__ = ["JsonlSink", "NullSink", "RedisStreamSink", "Sink"]
+__all__ = ["RECORD_ERRORS", "JsonlSink", "NullSink", "RedisStreamSink", "Sink"]
 
 log = structlog.get_logger("router.records")
+
+RECORD_ERRORS = Counter(
+    "router_record_errors_total",
+    "Records kept without their bulky fields (stripped) or lost (unserializable, queue_full).",
+    ["kind"],
+)
+
+# Fields a client controls in bulk (prompts, answers, headers): when a record cannot
+# be serialised, it is written again without them rather than lost.
+_BULKY = ("messages", "prompt", "answer", "headers", "shadow_result")
 
 # Records emitted on the event loop are handed to the writer thread in batches,
 # at most this long after the first of a batch: one thread wake-up per batch
@@ -44,26 +55,57 @@ class NullSink:
 _STOP = object()
 
 
+def serialize(record: dict[str, Any]) -> str | None:
+    """One JSON line; a record orjson refuses (nesting deeper than 254, ...) is
+    written without its bulky fields, and dropped only if even that fails."""
+    try:
+        return orjson.dumps(record, default=str).decode()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    stripped = {k: v for k, v in record.items() if k not in _BULKY}
+    stripped["record_error"] = error
+    try:
+        line = orjson.dumps(stripped, default=str).decode()
+    except Exception as exc:
+        RECORD_ERRORS.labels("unserializable").inc()
+        log.error("record_unserializable", error=f"{type(exc).__name__}: {exc}")
+        return None
+    RECORD_ERRORS.labels("stripped").inc()
+    log.error("record_stripped", request_id=str(record.get("request_id")), error=error)
+    return line
+
+
 class _ThreadedSink:
     """Batches records on the caller's side and writes them from one thread.
 
-    The queue is unbounded: a slow disk or store costs memory rather than an
-    accepted record, which is the promise here.
+    At most `max_queue` records wait (emitted, not yet written): a stalled disk or
+    store then costs records, counted in `router_record_errors_total{kind="queue_full"}`,
+    rather than memory without bound.
     """
 
     name = "records-writer"
 
-    def __init__(self) -> None:
+    def __init__(self, max_queue: int = 100_000) -> None:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._max_queue = max_queue
+        self._waiting = 0  # emitted and not yet written (or given up on)
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
     def emit(self, record: dict[str, Any]) -> None:
         with self._lock:
-            self._pending.append(record)
-            first = len(self._pending) == 1
+            if self._waiting >= self._max_queue:
+                full = True
+            else:
+                full = False
+                self._waiting += 1
+                self._pending.append(record)
+            first = len(self._pending) == 1 and not full
+        if full:
+            RECORD_ERRORS.labels("queue_full").inc()
+            return
         if first:
             try:
                 asyncio.get_running_loop().call_later(_HANDOFF_S, self._handoff)
@@ -101,14 +143,23 @@ class _ThreadedSink:
                 pass
             stop = False
             events: list[threading.Event] = []
+            handled = len(backlog)
             for item in items:
                 if item is _STOP:
                     stop = True
                 elif isinstance(item, threading.Event):
                     events.append(item)
                 elif isinstance(item, list):
-                    backlog.extend(orjson.dumps(r, default=str).decode() for r in item)
-            backlog = self._write_all(backlog, final=stop)
+                    handled += len(item)
+                    backlog.extend(line for r in item if (line := serialize(r)) is not None)
+            try:
+                backlog = self._write_all(backlog, final=stop)
+            except Exception:
+                # Nothing may end this thread but _STOP: every later record would be lost.
+                log.exception("record_writer_failed", lost=len(backlog))
+                backlog = []
+            with self._lock:
+                self._waiting -= handled - len(backlog)
             for event in events:
                 event.set()
             if stop:
@@ -125,14 +176,20 @@ class _ThreadedSink:
 class JsonlSink(_ThreadedSink):
     """Append records as JSON lines; rotate `path` -> `path.1` ... `path.<keep>` by size."""
 
-    def __init__(self, path: str | Path, rotate_bytes: int = 100 << 20, keep: int = 5) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        rotate_bytes: int = 100 << 20,
+        keep: int = 5,
+        max_queue: int = 100_000,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rotate_bytes = rotate_bytes
         self.keep = keep
         self._file = self.path.open("a", encoding="utf-8")
         self._size = self._file.tell()
-        super().__init__()
+        super().__init__(max_queue)
 
     def _write_all(self, lines: list[str], final: bool) -> list[str]:
         if not lines:
@@ -175,7 +232,7 @@ class RedisStreamSink(_ThreadedSink):
     """XADD records to a Redis Stream capped near `maxlen` entries.
 
     Each entry has one field, `r`, holding the record's JSON. While Redis is
-    unreachable, records wait in memory and are retried, so none is dropped.
+    unreachable, records wait in memory (at most `max_queue`) and are retried.
     Each request's id is also kept (`<stream>:id:<request_id>` -> tenant, for
     `ID_TTL_S`), so that feedback can reach any replica of a fleet.
     """
@@ -189,6 +246,7 @@ class RedisStreamSink(_ThreadedSink):
         stream: str = "hr:decisions",
         maxlen: int = 1_000_000,
         cluster: bool = False,
+        max_queue: int = 100_000,
     ) -> None:
         import redis
         from redis.cluster import RedisCluster
@@ -197,7 +255,7 @@ class RedisStreamSink(_ThreadedSink):
         self.maxlen = maxlen
         client = RedisCluster if cluster else redis.Redis
         self.redis: Any = client.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        super().__init__()
+        super().__init__(max_queue)
 
     def _write_all(self, lines: list[str], final: bool) -> list[str]:
         import redis

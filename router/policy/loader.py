@@ -24,6 +24,7 @@ from router.policy.model import (
     EndpointConfig,
     HeaderRules,
     HeadersConfig,
+    Limits,
     Match,
     Policy,
     Price,
@@ -79,6 +80,18 @@ _ROUTE = {"name", "match", "target", "fallbacks", "rollout", "shadow", "cache"}
 _MATCH = {"model", "tenant", "headers", "prompt_chars", "prompt_tokens", "score"}
 _RANGE = {"gt", "gte", "lt", "lte"}
 _SCORE_RANGE = _RANGE | {"top_percent", "bottom_percent"}
+_SERVER = {
+    "max_body_mb",
+    "max_json_depth",
+    "max_header_kb",
+    "max_headers",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keep_alive_s",
+    "max_connections",
+    "shutdown_shadow_wait_s",
+    "admin_key",
+}
 
 
 _POSITION = re.compile(r":(\d+):(\d+): ")
@@ -184,7 +197,8 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         on_error = _cloudiest(upstreams) or default.target
     check_target(on_error_node, on_error)
 
-    auth = _auth(top.section("auth", {"keys", "tenant_header", "default_tenant"}), errors)
+    auth_keys = {"keys", "tenant_header", "default_tenant", "max_tenant_chars"}
+    auth = _auth(top.section("auth", auth_keys), errors)
     record = _record(
         top.section(
             "record",
@@ -199,16 +213,19 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
                 "redis_cluster",
                 "stream",
                 "maxlen",
+                "max_queue",
             },
         )
     )
     scoring = _scoring(
         top.section("scoring", {"enabled", "model", "max_batch", "max_wait_ms", "quantiles"})
     )
-    server = top.section("server", {"max_body_mb"})
+    server = top.section("server", _SERVER)
     max_body = int(
         (server.number("max_body_mb", 10.0, low=0.001) if server else 10.0) * 1024 * 1024
     )
+    limits = _limits(server)
+    admin_key = (server.string("admin_key") if server else None) or None
     if any(r.match.score for r in routes) and not scoring.enabled and top.has("scoring"):
         errors.add(top.value_node("scoring"), "routes match on 'score' but scoring is disabled")
     if any(r.match.score for r in routes) and not top.has("scoring"):
@@ -225,6 +242,7 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
                 "redis_cluster",
                 "estimate_output_tokens",
                 "namespace",
+                "reservation_ttl_s",
             },
         ),
         check_target,
@@ -257,10 +275,33 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         embeddings=embeddings,
         completions=completions,
         passthrough=passthrough,
+        limits=limits,
+        admin_key=admin_key,
         source=source,
         demo=top.boolean("demo", False),
         quantiles=quantiles,
         ui=ui,
+    )
+
+
+def _limits(s: Section | None) -> Limits:
+    d = Limits()
+    if s is None:
+        return d
+    return Limits(
+        # 200: orjson's 254-level serialisation limit, less what wraps a request.
+        max_json_depth=s.integer("max_json_depth", d.max_json_depth, low=2, high=200),
+        max_header_bytes=int(
+            s.number("max_header_kb", d.max_header_bytes / 1024, low=1, high=1024) * 1024
+        ),
+        max_headers=s.integer("max_headers", d.max_headers, low=8),
+        header_timeout_s=s.number("header_timeout_s", d.header_timeout_s, low=0.01),
+        body_timeout_s=s.number("body_timeout_s", d.body_timeout_s, low=0.01),
+        keep_alive_s=s.number("keep_alive_s", d.keep_alive_s, low=0.01),
+        max_connections=s.integer("max_connections", d.max_connections, low=1),
+        shutdown_shadow_wait_s=s.number(
+            "shutdown_shadow_wait_s", d.shutdown_shadow_wait_s, low=0
+        ),
     )
 
 
@@ -462,6 +503,7 @@ def _auth(s: Section | None, errors: Errors) -> AuthConfig:
         keys=keys,
         tenant_header=header.lower() if header else None,
         default_tenant=s.string("default_tenant", "default") or "default",
+        max_tenant_chars=s.integer("max_tenant_chars", AuthConfig().max_tenant_chars, low=1),
     )
 
 
@@ -484,6 +526,7 @@ def _record(s: Section | None) -> RecordConfig:
         redis_cluster=s.boolean("redis_cluster", d.redis_cluster),
         stream=s.string("stream", d.stream) or d.stream,
         maxlen=s.integer("maxlen", d.maxlen, low=1),
+        max_queue=s.integer("max_queue", d.max_queue, low=1),
         path=path or None,
         rotate_mb=s.number("rotate_mb", d.rotate_mb, low=0.001),
         keep=s.integer("keep", d.keep, low=1),
@@ -603,6 +646,7 @@ def _budgets(s: Section | None, check_target: object) -> BudgetConfig | None:
         redis_cluster=s.boolean("redis_cluster", d.redis_cluster),
         estimate_output_tokens=s.integer("estimate_output_tokens", d.estimate_output_tokens, low=1),
         namespace=s.string("namespace", d.namespace) or d.namespace,
+        reservation_ttl_s=s.number("reservation_ttl_s", d.reservation_ttl_s, low=1),
     )
 
 

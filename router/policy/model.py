@@ -20,6 +20,7 @@ __all__ = [
     "EndpointConfig",
     "HeaderRules",
     "HeadersConfig",
+    "Limits",
     "Match",
     "Policy",
     "Price",
@@ -150,6 +151,8 @@ class AuthConfig:
     keys: dict[str, str] = field(default_factory=dict, repr=False)
     tenant_header: str | None = "x-tenant-id"
     default_tenant: str = "default"
+    # A longer tenant header is a 400: the tenant lands in records and metrics.
+    max_tenant_chars: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +259,8 @@ class RecordConfig:
     redis_cluster: bool = False
     stream: str = "hr:decisions"
     maxlen: int = 1_000_000
+    # Records waiting for the writer; beyond this they are dropped and counted.
+    max_queue: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +292,9 @@ class BudgetConfig:
     # Output tokens assumed for a request without max_tokens when reserving spend.
     estimate_output_tokens: int = 1024
     namespace: str = "hr"
+    # A reservation nothing settled (the process died, Redis was away) expires after
+    # this; keep it above the longest upstream `total` timeout.
+    reservation_ttl_s: float = 900.0
 
     def caps_for(self, tenant: str) -> Caps | None:
         return self.tenants.get(tenant, self.default)
@@ -298,6 +306,27 @@ class UiConfig:
 
     enabled: bool = True
     admin_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client may send, and how slowly: the policy's `server:` section.
+
+    The connection-level ones (headers, timeouts, connections) are enforced by the
+    protocol `router serve` runs and are read once at start; the rest apply per request.
+    """
+
+    # orjson serialises at most 254 levels; the records and upstream bodies wrap the
+    # request in a few more, so the limit stays well below that.
+    max_json_depth: int = 64
+    max_header_bytes: int = 32 * 1024  # request line and all headers together
+    max_headers: int = 100
+    header_timeout_s: float = 10.0  # from the first byte (or connect) to the last header
+    body_timeout_s: float = 30.0  # to read the whole body
+    keep_alive_s: float = 5.0  # idle time allowed between two requests on one connection
+    max_connections: int = 1000  # open connections per worker; more get a 503
+    # At shutdown, how long records waiting on a shadow answer wait for it.
+    shutdown_shadow_wait_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +347,9 @@ class Policy:
     completions: EndpointConfig = EndpointConfig(cache=False)
     # The upstream that any other `/v1/...` path goes to as is; None: a 404 naming this.
     passthrough: str | None = None
+    limits: Limits = Limits()
+    # When set, /metrics and /readyz's details need it (Bearer or x-admin-key).
+    admin_key: str | None = field(default=None, repr=False)
     source: str = "<policy>"
     demo: bool = False
     # Loaded when a score rule speaks in percent of traffic (and for reports).

@@ -94,7 +94,7 @@ class Section:
             return default
         return value
 
-    def integer(self, name: str, default: int, *, low: int = 0) -> int:
+    def integer(self, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
         found = self._scalar(name, False)
         if found is None:
             return default
@@ -104,8 +104,9 @@ class Section:
         except ValueError:
             self.errors.add(node, f"'{name}' must be an integer, got '{text}'")
             return default
-        if value < low:
-            self.errors.add(node, f"'{name}' must be >= {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+            self.errors.add(node, f"'{name}' must be {bounds}, got {value}")
             return default
         return value
 

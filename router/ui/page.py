@@ -108,11 +108,14 @@ class StatusPage:
             await send_error(send, error)
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        if config.admin_key is not None and not _authorized(scope, query, config.admin_key):
+        # The page shows what /metrics shows and more: the global admin key guards it
+        # too, unless the page has a key of its own.
+        key = config.admin_key or self.router.policy.admin_key
+        if key is not None and not _authorized(scope, query, key):
             error = RouterError(
                 401,
-                "The status page needs the policy's ui.admin_key (Authorization: Bearer, "
-                "x-admin-key, or ?key=).",
+                "The status page needs the admin key (ui.admin_key, else server.admin_key): "
+                "Authorization: Bearer, x-admin-key, or ?key=.",
                 type_="authentication_error",
                 code="invalid_admin_key",
                 headers={"www-authenticate": "Bearer"},

@@ -59,6 +59,7 @@ class ShadowRunner:
         self.pending = 0
         self._slots = asyncio.Semaphore(max_concurrency)
         self._tasks: set[asyncio.Task[ShadowResult]] = set()
+        self._closing = False
 
     def start(
         self, client: UpstreamClient, body: dict[str, Any]
@@ -79,8 +80,19 @@ class ShadowRunner:
         self._tasks.discard(task)
 
     async def _run(self, client: UpstreamClient, payload: bytes) -> ShadowResult:
+        started = time.perf_counter()
+        try:
+            return await self._call(client, payload, started)
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # Cut at shutdown: the record waiting on this answer is still written,
+            # and says why it has no shadow answer.
+            SHADOW.labels(client.name, "error").inc()
+            return ShadowResult(client.name, 0, _ms(started), error="shutdown")
+
+    async def _call(self, client: UpstreamClient, payload: bytes, started: float) -> ShadowResult:
         async with self._slots:
-            started = time.perf_counter()
             timeouts = client.config.timeouts
             try:
                 async with asyncio.timeout(timeouts.total):
@@ -102,9 +114,18 @@ class ShadowRunner:
             SHADOW.labels(client.name, "ok").inc()
             return result
 
-    async def aclose(self) -> None:
-        for task in list(self._tasks):
+    async def aclose(self, wait_s: float = 0.0) -> None:
+        """Give shadows in flight `wait_s` to answer, then cut the rest. Returns once
+        every task is done, so the records waiting on them have been emitted."""
+        tasks = list(self._tasks)
+        if tasks and wait_s > 0:
+            await asyncio.wait(tasks, timeout=wait_s)
+        self._closing = True
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+            await asyncio.sleep(0)  # let the tasks' done callbacks (the records) run
 
 
 def _ms(started: float) -> float:
