@@ -9,14 +9,15 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from router.errors import RouterError, clip
 from router.ingress.admin import admin_allowed
-from router.ingress.errors import RouterError, clip
 from router.ingress.headers import header_limit_error
 from router.openapi import spec_bytes
 from router.passthrough import Passthrough
 from router.pipeline import PolicySource, Router
 from router.policy.model import Policy, ScoringConfig
 from router.responses import send_bytes, send_error, send_json
+from router.runtime import Runtime
 from router.ui import StatusPage
 from router.upstreams.pool import TransportFactory
 
@@ -53,7 +54,8 @@ class RouterMiddleware:
         self.router = router or Router(
             policy, transport_factory=transport_factory, scorer_factory=scorer_factory, watch=watch
         )
-        relay = Passthrough(self.router)
+        self.runtime = self.router.runtime
+        relay = Passthrough(self.runtime)
         self.relay = relay
         self._routes: dict[str, tuple[str, ASGIApp]] = {
             "/v1/chat/completions": ("POST", self.router.chat),
@@ -78,15 +80,15 @@ class RouterMiddleware:
         async def wrapped() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.router.startup()
+                await self.runtime.startup()
             elif message["type"] == "lifespan.shutdown":
-                await self.router.shutdown()
+                await self.runtime.shutdown()
             return message
 
         return wrapped
 
     async def _v1(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
-        over = header_limit_error(scope["headers"], self.router.policy.limits)
+        over = header_limit_error(scope["headers"], self.runtime.policy.limits)
         if over is not None:
             await send_error(send, over)
             return
@@ -129,7 +131,7 @@ class _Operations:
     """Health, readiness, metrics and the `/ui` status page; else an OpenAI-format 404."""
 
     def __init__(self) -> None:
-        self.router: Router | None = None
+        self.runtime: Runtime | None = None
         self.ui: StatusPage | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -166,36 +168,13 @@ class _Operations:
             await send_error(send, error)
 
     def _admin(self, scope: Scope) -> bool:
-        assert self.router is not None
-        return admin_allowed(self.router.policy.admin_key, scope["headers"])
+        assert self.runtime is not None
+        return admin_allowed(self.runtime.policy.admin_key, scope["headers"])
 
     async def _ready(self, send: Send, details: bool) -> None:
-        router = self.router
-        assert router is not None
-        policy = router.policy
-        if not details:  # probes need the status only; the rest is for the admin key
-            status = "ready" if router.started else "not_ready"
-            await send_json(send, 200 if router.started else 503, {"status": status})
-            return
-        # A classifier that failed to load does not make the router unready: requests
-        # still route (score rules go to on_classifier_error). /readyz says so instead.
-        scoring = "off"
-        if policy.scoring.enabled:
-            scoring = "ok" if router.scorer is not None else "unavailable"
-        body = {
-            "status": "ready" if router.started else "not_ready",
-            "policy": policy.source,
-            "upstreams": {
-                name: client.breaker.state for name, client in router.pool.clients.items()
-            },
-            "scoring": {
-                "status": scoring,
-                "provider": router.scoring_provider,
-                "model": getattr(router.scorer, "model_name", None),
-            },
-            "demo": policy.demo,
-        }
-        await send_json(send, 200 if body["status"] == "ready" else 503, body)
+        assert self.runtime is not None
+        status, body = self.runtime.readiness(details)
+        await send_json(send, status, body)
 
 
 def create_app(
@@ -214,8 +193,8 @@ def create_app(
         scorer_factory=scorer_factory,
         watch=watch,
     )
-    operations.router = app.router
-    operations.ui = StatusPage(app.router)
+    operations.runtime = app.runtime
+    operations.ui = StatusPage(app.runtime)
     return app
 
 

@@ -1,8 +1,9 @@
-"""One request after its decision: the cache slot, the relay of an upstream answer.
+"""One request after its decision: the relay of an upstream answer.
 
 `Exchange` carries what the steps after `decide()` share; `relay_body` and
 `relay_stream` pass an upstream's answer to the client (events as they arrive,
-never buffered), note usage and cost, and hand complete answers to the cache.
+never buffered), note usage and cost, and offer complete answers to the cache
+slot (`router.caching`).
 """
 
 from __future__ import annotations
@@ -10,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import orjson
 import structlog
 from starlette.types import Message, Send
 
-from router.cache import Scope as CacheScope
-from router.cache import SemanticCache, assemble_stream, replay_sse
-from router.ingress.errors import error_body
+from router.cache import assemble_stream
+from router.errors import error_body
 from router.ingress.request import ChatRequest
 from router.outcomes.record import DecisionRecord
 from router.policy.decide import Decision
@@ -29,47 +28,12 @@ from router.upstreams.headers import passed_response_headers
 from router.upstreams.sse import EventBuffer, event_data, payloads, split_events
 from router.upstreams.usage import Usage, answer_of, usage_of
 
-__all__ = [
-    "BACKGROUND",
-    "CacheSlot",
-    "Done",
-    "Exchange",
-    "note_usage",
-    "relay_body",
-    "relay_stream",
-    "send_cached",
-]
+__all__ = ["Exchange", "note_usage", "relay_body", "relay_stream", "response_headers"]
+
+if TYPE_CHECKING:
+    from router.caching import CacheSlot
 
 log = structlog.get_logger("router")
-
-
-class Done(Exception):
-    """The response was sent; unwinds to the record step."""
-
-
-class CacheSlot:
-    """Where a miss's answer goes once it is complete: the scope of the decided target."""
-
-    __slots__ = ("cache", "embedding", "prompt", "scope")
-
-    def __init__(
-        self, cache: SemanticCache, scope: CacheScope, prompt: str, embedding: Any
-    ) -> None:
-        self.cache, self.scope, self.prompt, self.embedding = cache, scope, prompt, embedding
-
-    def upstream_ok(self, reply: UpstreamReply) -> bool:
-        # Only the decided target's answer belongs in its scope, not a fallback's.
-        return reply.upstream.name == self.scope.upstream and reply.response.status_code == 200
-
-    def store(self, completion: dict[str, Any]) -> None:
-        task = asyncio.ensure_future(
-            self.cache.store(self.scope, self.prompt, self.embedding, completion)
-        )
-        BACKGROUND.add(task)
-        task.add_done_callback(BACKGROUND.discard)
-
-
-BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 @dataclass(slots=True)
@@ -82,8 +46,9 @@ class Exchange:
     record: DecisionRecord
     t0: float
     respond: Send
-    slot: CacheSlot | None = None
+    slot: CacheSlot | None = None  # set by the cache step on a miss
     finished: bool = False
+    upstream_s: float = 0.0  # time spent on targets that failed before this one
     # Client headers passed on to the upstream (the policy's `headers.request`).
     forward: list[tuple[bytes, bytes]] = field(default_factory=list)
 
@@ -91,35 +56,6 @@ class Exchange:
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             self.finished = True
         await self.respond(message)
-
-    def store(self, upstream: str, completion: dict[str, Any]) -> None:
-        if self.slot is not None and self.slot.scope.upstream == upstream:
-            self.slot.store(completion)
-
-
-async def send_cached(ex: Exchange, completion: dict[str, Any]) -> None:
-    request, decision, record, send = ex.request, ex.decision, ex.record, ex.send
-    # A fresh id: clients may deduplicate on it, and this is a new response.
-    completion = {
-        **completion,
-        "id": f"chatcmpl-cache-{record.request_id}",
-        "created": int(time.time()),
-    }
-    record.route, record.status = "cache", 200
-    record.tokens_in, record.tokens_out, record.cost_usd = 0, 0, 0.0
-    record.overhead_ms = round((time.perf_counter() - ex.t0) * 1000, 3)
-    if ex.policy.record.prompts:
-        record.answer = answer_of(completion)
-    if request.stream:
-        body = b"".join(replay_sse(completion, include_usage=request.include_usage))
-        headers = response_headers(record, decision, b"text/event-stream")
-        headers.append((b"cache-control", b"no-cache"))
-    else:
-        body = orjson.dumps(completion)
-        headers = response_headers(record, decision, b"application/json")
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def response_headers(
@@ -150,8 +86,8 @@ async def relay_body(
     note_usage(record, reply.upstream, usage_of(data))
     if ex.policy.record.prompts:
         record.answer = answer_of(data)
-    if reply.response.status_code == 200:
-        ex.store(reply.upstream.name, data)
+    if ex.slot is not None:
+        ex.slot.offer(reply.upstream.name, reply.response.status_code, data)
     record.status = reply.response.status_code
     content_type = reply.response.headers.get("content-type", "application/json").encode()
     headers = response_headers(record, ex.decision, content_type)
@@ -181,7 +117,8 @@ async def relay_stream(
     await send({"type": "http.response.start", "status": record.status, "headers": headers})
     keep_text = ex.policy.record.prompts
     slot = ex.slot
-    kept: list[bytes] | None = [] if slot is not None and slot.upstream_ok(reply) else None
+    wanted = slot is not None and slot.wants(reply.upstream.name, reply.response.status_code)
+    kept: list[bytes] | None = [] if wanted else None
     parts: list[str] = []
     saw_done = False
     began = time.perf_counter()
@@ -233,8 +170,8 @@ async def relay_stream(
     await send({"type": "http.response.body", "body": b""})
     if kept is not None and record.error is None:
         completion = assemble_stream(list(payloads(b"".join(kept))))
-        if completion is not None:
-            ex.store(reply.upstream.name, completion)
+        if completion is not None and slot is not None:
+            slot.offer(reply.upstream.name, reply.response.status_code, completion)
 
 
 def inspect_events(

@@ -27,14 +27,14 @@ from starlette.types import Receive, Scope, Send
 
 from router.cache import Scope as CacheScope
 from router.cache import cache_mode
+from router.errors import RouterError, clip
 from router.ingress.auth import tenant_for
 from router.ingress.body import ClientGone, read_body
-from router.ingress.errors import RouterError, clip
 from router.ingress.request import json_object
 from router.outcomes.metrics import CALLS
 from router.outcomes.record import DecisionRecord
 from router.policy.model import EndpointConfig, Policy
-from router.responses import record_headers, send_bytes, send_error, send_json
+from router.responses import headers_of, record_headers, send_bytes, send_error, send_json
 from router.upstreams.client import UpstreamClient, UpstreamFailure
 from router.upstreams.failures import exhausted
 from router.upstreams.headers import (
@@ -44,7 +44,7 @@ from router.upstreams.headers import (
 )
 
 if TYPE_CHECKING:
-    from router.pipeline import Router
+    from router.runtime import Runtime
 
 __all__ = ["Passthrough"]
 
@@ -54,15 +54,11 @@ log = structlog.get_logger("router")
 _PASSTHROUGH_REQUEST = ("content-type", "accept", "openai-beta")
 
 
-def headers_of(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-
-
 class Passthrough:
     """Relays for the endpoints that are not chat; shares the router's upstreams and sink."""
 
-    def __init__(self, router: Router) -> None:
-        self.router = router
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._counted(self._by_model("embeddings", scope, receive, send))
@@ -72,18 +68,18 @@ class Passthrough:
 
     async def _counted(self, work: Coroutine[Any, Any, None]) -> None:
         # In flight until its record is written, like a chat request (shutdown waits).
-        router = self.router
-        if not router.started:
-            await router.startup()
-        router.in_flight += 1
+        runtime = self.runtime
+        if not runtime.started:
+            await runtime.startup()
+        runtime.in_flight += 1
         try:
             await work
         finally:
-            router.in_flight -= 1
+            runtime.in_flight -= 1
 
     async def model(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`GET /v1/models/{id}`: the policy's public names, chat and pass-through alike."""
-        policy = self.router.policy
+        policy = self.runtime.policy
         name = scope["path"][len("/v1/models/") :]
         try:
             tenant_for(policy.auth, headers_of(scope))
@@ -95,8 +91,8 @@ class Passthrough:
         await send_json(send, 200, _model_card(name))
 
     async def _by_model(self, endpoint: str, scope: Scope, receive: Receive, send: Send) -> None:
-        router = self.router
-        policy = router.policy
+        runtime = self.runtime
+        policy = runtime.policy
         config: EndpointConfig = getattr(policy, endpoint)
         headers = headers_of(scope)
         t0 = time.perf_counter()
@@ -114,7 +110,7 @@ class Passthrough:
             if target is None:
                 raise _unknown_model(model, policy, endpoint)
             upstream, upstream_model = target
-            client = router.pool.clients.get(upstream)
+            client = runtime.pool.clients.get(upstream)
             if client is None:
                 raise RouterError.upstream(f"Upstream '{upstream}' is not running.")
             record.rule, record.targets = endpoint, [upstream]
@@ -148,7 +144,7 @@ class Passthrough:
         headers: dict[str, str],
     ) -> tuple[CacheScope, bytes | None] | None:
         """The exact-match cache of embeddings: the same body gets the same vectors."""
-        cache = self.router.cache
+        cache = self.runtime.cache
         if endpoint != "embeddings" or not config.cache or cache is None:
             return None
         if cache_mode(headers) != "use":
@@ -176,7 +172,7 @@ class Passthrough:
         send: Send,
         slot: tuple[CacheScope, bytes | None] | None,
     ) -> None:
-        policy = self.router.policy
+        policy = self.runtime.policy
         forward = forwarded_request_headers(policy.headers.request, headers)
         deadline = time.perf_counter() + client.config.timeouts.total
         url = client.url_for("/" + endpoint)
@@ -218,16 +214,16 @@ class Passthrough:
                 record.tokens_in, record.tokens_out = tin, tout
                 record.cost_usd = round(client.config.price.cost(tin, tout), 8)
         await send_bytes(send, record.status, body, start[1:], content_type)
-        if slot is not None and self.router.cache is not None:
-            await self.router.cache.put_raw(slot[0], "embeddings", body)
+        if slot is not None and self.runtime.cache is not None:
+            await self.runtime.cache.put_raw(slot[0], "embeddings", body)
 
     async def other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Any other `/v1/...` path: as is to the `passthrough:` upstream, or a clear 404."""
         await self._counted(self._other(scope, receive, send))
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
-        router = self.router
-        policy = router.policy
+        runtime = self.runtime
+        policy = runtime.policy
         method, path = scope["method"], scope["path"]
         if policy.passthrough is None:
             await send_error(
@@ -248,7 +244,7 @@ class Passthrough:
             raw = await read_body(
                 receive, headers, policy.max_body_bytes, policy.limits.body_timeout_s
             )
-            client = router.pool.clients.get(policy.passthrough)
+            client = runtime.pool.clients.get(policy.passthrough)
             if client is None:
                 raise RouterError.upstream(f"Upstream '{policy.passthrough}' is not running.")
             record.rule, record.targets = "passthrough", [client.name]
@@ -297,7 +293,7 @@ class Passthrough:
     def _finish(self, record: DecisionRecord, t0: float) -> None:
         record.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         CALLS.labels(record.endpoint or "", record.route or "-", str(record.status)).inc()
-        self.router.sink.emit(record.to_dict())
+        self.runtime.sink.emit(record.to_dict())
 
 
 async def _stream(

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import orjson
-from starlette.types import Receive, Send
+from starlette.types import Receive, Scope, Send
 
-from router.ingress.errors import RouterError
+from router.errors import RouterError
 from router.outcomes.record import DecisionRecord
 from router.upstreams.client import UpstreamFailure
 from router.upstreams.usage import parse_json
 
 __all__ = [
+    "headers_of",
     "record_headers",
     "send_bytes",
     "send_error",
@@ -20,6 +21,11 @@ __all__ = [
     "send_raw_error",
     "wait_disconnect",
 ]
+
+
+def headers_of(scope: Scope) -> dict[str, str]:
+    """A request's headers by lower-case name (the last of repeated ones)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 async def wait_disconnect(receive: Receive) -> None:

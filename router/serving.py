@@ -24,7 +24,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from router.ingress.errors import RouterError
+from router.errors import RouterError
 from router.ingress.headers import too_large
 from router.policy.model import Limits
 

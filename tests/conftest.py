@@ -34,9 +34,9 @@ class Stack:
     def records(self) -> list[dict[str, Any]]:
         # A record is written just after the response is sent: wait for idle first.
         deadline = time.time() + 5
-        while self.app.router.in_flight and time.time() < deadline:
+        while self.app.runtime.in_flight and time.time() < deadline:
             time.sleep(0.01)
-        self.app.router.sink.flush()
+        self.app.runtime.sink.flush()
         if not self.records_path.exists():
             return []
         # Lines end at "\n" only: splitlines() would also cut at U+2028 and friends,
@@ -122,7 +122,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
             .replace("{records}", str(records))
         )
         app = create_app(str(path)) if scoring else create_app(str(path), scorer_factory=None)
-        app.router.watch_interval = 0.05
+        app.runtime.watch_interval = 0.05
         rctx = serve(app)
         contexts.append(rctx)
         url = rctx.__enter__()

@@ -44,7 +44,7 @@ def test_admin_key_never_reaches_logs_or_records(make_stack, capsys) -> None:  #
     httpx.post(f"{stack.url}/v1/chat/completions", json=body)
     out = capsys.readouterr()
     assert ADMIN not in out.out + out.err + stack.records_path.read_text()
-    assert ADMIN not in repr(stack.app.router.policy)
+    assert ADMIN not in repr(stack.app.runtime.policy)
 
 
 def test_unknown_model_error_does_not_echo_a_huge_name(stack: Stack) -> None:

@@ -91,7 +91,7 @@ def test_body_over_limit_gets_413(make_stack) -> None:  # type: ignore[no-untype
     stack = make_stack()
     stack.write_policy(stack.policy_path.read_text() + "server: {max_body_mb: 0.01}\n")
     deadline = time.time() + 5
-    while stack.app.router.policy.max_body_bytes > 20_000 and time.time() < deadline:
+    while stack.app.runtime.policy.max_body_bytes > 20_000 and time.time() < deadline:
         time.sleep(0.05)
     big = json.dumps({**GOOD, "messages": [{"role": "user", "content": "x" * 20_000}]}).encode()
     error = assert_openai_error(post(stack, big), 413)

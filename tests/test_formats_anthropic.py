@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 
 from router.cache.scope import scope_for
 from router.cache.sse import assemble_stream, replay_sse
+from router.errors import RouterError
 from router.formats.anthropic import AnthropicStream, count_tokens, parse_messages, render_message
 from router.formats.anthropic_upstream import (
     ChatFromAnthropicStream,
@@ -29,7 +30,6 @@ from router.formats.anthropic_upstream import (
 )
 from router.formats.errors import error_json
 from router.formats.openai_chat import conversation_key
-from router.ingress.errors import RouterError
 from router.scoring.text import prompt_text
 from router.upstreams.sse import payloads
 

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.cache.scope import _text_of
+from router.errors import RouterError, error_body
 from router.formats import openai_chat as chat
 from router.formats.errors import anthropic_error_type, error_event, error_json, sse_event
-from router.ingress.errors import RouterError, error_body
 from router.ingress.request import ChatRequest, _check_message, message_text
 from router.replay.facts import conversation_key as replay_key
 from router.scoring.text import _content_text

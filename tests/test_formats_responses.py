@@ -20,6 +20,7 @@ from pydantic import TypeAdapter
 
 from router.cache.scope import scope_for
 from router.cache.sse import replay_sse
+from router.errors import RouterError
 from router.formats.openai_chat import conversation_key
 from router.formats.responses import (
     ResponsesStream,
@@ -29,7 +30,6 @@ from router.formats.responses import (
     render_response,
     stored_items,
 )
-from router.ingress.errors import RouterError
 from router.scoring.text import prompt_text
 from router.upstreams.sse import payloads
 

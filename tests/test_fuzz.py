@@ -174,4 +174,4 @@ def test_fuzz_chat_completions_never_5xx(fuzz_stack: Stack, spec: dict[str, Any]
     assert statuses.get(200, 0) > EXAMPLES // 10 and statuses.get(400, 0) > EXAMPLES // 10
     print("fuzz statuses:", dict(sorted(statuses.items())))
     fuzz_stack.records()  # every request was recorded without killing the writer
-    assert fuzz_stack.app.router.sink.inner._thread.is_alive()
+    assert fuzz_stack.app.runtime.sink.inner._thread.is_alive()

@@ -58,7 +58,7 @@ def test_long_tenant_header_gets_400_and_is_not_kept(stack: Stack) -> None:
     # The refused request is recorded, without the oversized value.
     assert [(r["status"], len(r["tenant"])) for r in stack.records()] == [(400, 0), (200, 256)]
     # Recent ids keep a fixed-size digest of the tenant, whatever its length.
-    assert all(len(v) <= 16 for v in stack.app.router.recent.values())
+    assert all(len(v) <= 16 for v in stack.app.runtime.recent.values())
 
 
 def test_recent_request_ids_still_check_the_tenant(stack: Stack) -> None:

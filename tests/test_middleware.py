@@ -35,4 +35,4 @@ def test_middleware_serves_v1_and_passes_the_rest(tmp_path) -> None:  # type: ig
             )
             assert raw.headers["x-router-route"] == "local"
             assert raw.parse().choices[0].message.content.startswith("[DEMO local model]")
-            assert app.router.started  # lifespan reached the router through the app
+            assert app.runtime.started  # lifespan reached the router through the app

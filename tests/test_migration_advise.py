@@ -86,9 +86,9 @@ def judge(
 def wait_for_reload(stack: Stack, text: str) -> None:
     stack.policy_path.write_text(text)
     deadline = time.time() + 5
-    while stack.app.router.policy.routes == () and time.time() < deadline:
+    while stack.app.runtime.policy.routes == () and time.time() < deadline:
         time.sleep(0.05)
-    assert stack.app.router.policy.routes, "the router did not reload the advised policy"
+    assert stack.app.runtime.policy.routes, "the router did not reload the advised policy"
 
 
 def check_figures(step: dict[str, Any], minimum: int) -> None:

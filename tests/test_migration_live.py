@@ -68,7 +68,7 @@ def test_failing_or_slow_shadow_never_touches_the_client(make_stack) -> None:  #
     stack.local.faults.status = 500
     for _ in range(6):  # more failures than the breaker allows
         assert chat(stack).status_code == 200
-    assert stack.app.router.pool.clients["local"].breaker.state == "closed"
+    assert stack.app.runtime.pool.clients["local"].breaker.state == "closed"
     records = wait_records(stack, 6)
     assert all(r["status"] == 200 and r["shadow_result"]["status"] == 500 for r in records)
 
@@ -89,7 +89,7 @@ def test_shadow_overload_drops_and_counts(make_stack) -> None:  # type: ignore[n
     from prometheus_client import REGISTRY
 
     stack: Stack = make_stack(policy=SHADOW)
-    stack.app.router.shadow.max_pending = 2
+    stack.app.runtime.shadow.max_pending = 2
     stack.local.faults.delay = 1.0
     before = (
         REGISTRY.get_sample_value(

@@ -166,9 +166,9 @@ def test_streams_with_unusual_event_framing(tmp_path, sep: str) -> None:  # type
             assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "terse"
             assert all(ch.usage is None for ch in chunks)  # the usage we asked for is not relayed
             deadline = time.time() + 5
-            while app.router.in_flight and time.time() < deadline:
+            while app.runtime.in_flight and time.time() < deadline:
                 time.sleep(0.01)
-            app.router.sink.flush()
+            app.runtime.sink.flush()
     record = _json.loads(records.read_text().splitlines()[-1])
     assert (record["tokens_in"], record["tokens_out"], record["error"]) == (3, 2, None)
 

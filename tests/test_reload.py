@@ -45,7 +45,7 @@ def test_invalid_edit_keeps_running_policy(stack: Stack) -> None:
     stack.write_policy(good.replace("target: local", "target: nowhere"))
     assert wait_for(lambda: rejected() > before)
     assert route_of(stack) == "local"
-    assert stack.app.router.policy.default.target == "local"
+    assert stack.app.runtime.policy.default.target == "local"
     # Fixing the file applies again.
     stack.write_policy(
         good.replace("default:\n  target: local\n  fallbacks: [cloud]", "default:\n  target: cloud")
@@ -151,7 +151,7 @@ def test_record_path_change_moves_new_records_and_keeps_old_ones(stack: Stack) -
     assert len(stack.records()) == 1
     new_path = old_path.with_name("moved.jsonl")
     stack.write_policy(stack.policy_path.read_text().replace(str(old_path), str(new_path)))
-    assert wait_for(lambda: stack.app.router.policy.record.path == str(new_path))
+    assert wait_for(lambda: stack.app.runtime.policy.record.path == str(new_path))
     route_of(stack)
     stack.records_path = new_path
     assert len(stack.records()) == 1  # the new request, in the new file

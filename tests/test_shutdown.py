@@ -37,7 +37,7 @@ def run_and_shut_down(tmp_path: Path, shadow_delay: float, wait_s: float, n: int
                 # Each shadow starts just after its client got the answer; a stalled
                 # one is still pending at shutdown. (Quick ones may already be done.)
                 deadline = time.monotonic() + 5
-                while app.router.shadow is None or app.router.shadow.pending < n:
+                while app.runtime.shadow is None or app.runtime.shadow.pending < n:
                     assert time.monotonic() < deadline, "the shadows did not start"
                     time.sleep(0.01)
             started = time.monotonic()

@@ -50,7 +50,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         path = tmp_path / "policy.yaml"
         path.write_text(policy_text(lurl, curl, tmp_path / "r.jsonl", extra=LIMITS))
         app = create_app(str(path), scorer_factory=None)
-        limits = app.router.policy.limits
+        limits = app.runtime.policy.limits
         with serve(app, http=protocol_with(limits), timeout_keep_alive=limits.keep_alive_s) as url:
             port = int(url.rsplit(":", 1)[1])
             yield Server("127.0.0.1", port, url)

@@ -76,9 +76,9 @@ class Proxy:
 
     def records(self) -> list[dict[str, Any]]:
         deadline = time.time() + 5
-        while self.app.router.in_flight and time.time() < deadline:
+        while self.app.runtime.in_flight and time.time() < deadline:
             time.sleep(0.01)
-        self.app.router.sink.flush()
+        self.app.runtime.sink.flush()
         return [json.loads(line) for line in self.records_path.read_text().splitlines()]
 
 
@@ -222,7 +222,7 @@ def test_broken_answers_fall_back_while_nothing_reached_the_client(
     assert text == "Hello there friend"
     record = proxy.records()[-1]
     assert record["tried"] == ["local"] and record["route"] == "cloud"
-    assert proxy.app.router.pool.clients["local"].breaker.failures >= 1  # counted
+    assert proxy.app.runtime.pool.clients["local"].breaker.failures >= 1  # counted
 
 
 def test_cancelled_breaker_probe_does_not_keep_the_circuit_half_open(make_proxy: Callable[..., Proxy]) -> None:
@@ -238,7 +238,7 @@ def test_cancelled_breaker_probe_does_not_keep_the_circuit_half_open(make_proxy:
     proxy.local.misbehave = None
     answer = proxy.client().chat.completions.create(model="auto", messages=HELLO)
     assert answer.choices[0].message.content == "Hello there friend"
-    assert proxy.app.router.pool.clients["local"].breaker.state == "closed"
+    assert proxy.app.runtime.pool.clients["local"].breaker.state == "closed"
 
 
 # -- cached answers carry every field ---------------------------------------------------------

@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
+from router.errors import RouterError
 from router.formats.errors import anthropic_error
 from router.formats.openai_chat import ToolResults, new_id, parse_arguments
-from router.ingress.errors import RouterError
 from router.policy.decide import CHARS_PER_TOKEN
 
 __all__ = [

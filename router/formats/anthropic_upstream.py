@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
+from router.errors import RouterError
 from router.formats.openai_chat import parse_arguments
-from router.ingress.errors import RouterError
 
 __all__ = [
     "ChatFromAnthropicStream",

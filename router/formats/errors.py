@@ -2,7 +2,7 @@
 
 Parsers in this package raise `RouterError` whatever the dialect; the edge that
 knows which API the client called renders it with `error_json` / `error_event`.
-The OpenAI body is `router.ingress.errors.error_body`, reused as is.
+The OpenAI body is `router.errors.error_body`, reused as is.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import orjson
 
-from router.ingress.errors import RouterError, error_body
+from router.errors import RouterError, error_body
 
 __all__ = [
     "ANTHROPIC_ERROR_TYPES",

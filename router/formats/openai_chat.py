@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from router.ingress.errors import RouterError
+from router.errors import RouterError
 
 __all__ = [
     "MESSAGE_ROLES",

@@ -18,8 +18,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from router.errors import RouterError
 from router.formats.openai_chat import ToolResults, new_id
-from router.ingress.errors import RouterError
 
 __all__ = [
     "ResponsesStream",

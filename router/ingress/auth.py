@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from router.ingress.errors import RouterError
+from router.errors import RouterError
 from router.policy.model import AuthConfig
 
 __all__ = ["tenant_for"]

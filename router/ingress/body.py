@@ -7,13 +7,9 @@ from collections.abc import Mapping
 
 from starlette.types import Receive
 
-from router.ingress.errors import RouterError
+from router.errors import ClientGone, RouterError
 
 __all__ = ["ClientGone", "read_body"]
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request was read."""
 
 
 def _too_large(limit: int) -> RouterError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.ingress.errors import RouterError
+from router.errors import RouterError
 from router.ingress.request import json_object
 
 __all__ = ["parse_feedback"]

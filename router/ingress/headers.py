@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from router.ingress.errors import RouterError
+from router.errors import RouterError
 from router.policy.model import Limits
 
 __all__ = ["header_limit_error", "too_large"]

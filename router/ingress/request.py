@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
+from router.errors import RouterError
 from router.ingress.depth import json_depth_exceeds
-from router.ingress.errors import RouterError
 
 __all__ = ["ChatRequest", "json_object", "parse_chat_request"]
 

@@ -11,7 +11,7 @@ from router.ui.history import CounterHistory, Reading
 from router.ui.stats import by_label, quantiles_by
 
 if TYPE_CHECKING:
-    from router.pipeline import Router
+    from router.runtime import Runtime
 
 __all__ = ["WINDOWS", "build"]
 
@@ -46,8 +46,8 @@ def _timeline(history: CounterHistory, now: Reading, window: float) -> dict[str,
     return {"start": start, "step": step, "routes": sorted(routes), "points": points}
 
 
-async def _budgets(router: Router, tenants_seen: set[str]) -> list[dict[str, Any]]:
-    policy, ledger = router.policy, router.ledger
+async def _budgets(runtime: Runtime, tenants_seen: set[str]) -> list[dict[str, Any]]:
+    policy, ledger = runtime.policy, runtime.ledger
     if policy.budgets is None or ledger is None:
         return []
     names = sorted(set(policy.budgets.tenants) | tenants_seen)[:50]
@@ -70,8 +70,8 @@ async def _budgets(router: Router, tenants_seen: set[str]) -> list[dict[str, Any
     return rows
 
 
-def _routes(router: Router, delta: dict[Any, float], recent: list[dict[str, Any]]) -> list[Any]:
-    policy = router.policy
+def _routes(runtime: Runtime, delta: dict[Any, float], recent: list[dict[str, Any]]) -> list[Any]:
+    policy = runtime.policy
     by_rule = by_label(delta, "router_requests_total", 0)
     shadow = _by_two_labels(delta, "router_shadow_total")
     rollout: dict[str, dict[str, int]] = {}
@@ -144,9 +144,9 @@ def _process(history: CounterHistory, started: float) -> dict[str, Any]:
 
 
 async def build(
-    router: Router, history: CounterHistory, window: float, started: float, last: int = 20
+    runtime: Runtime, history: CounterHistory, window: float, started: float, last: int = 20
 ) -> dict[str, Any]:
-    policy = router.policy
+    policy = runtime.policy
     now = history.read(time.time())
     since = history.at(now.ts - window)
     delta = history.delta(now, since)
@@ -168,12 +168,12 @@ async def build(
     hits = sum(hits_by_kind.values())
     misses = sum(by_label(delta, "router_cache_misses_total", 0).values())
 
-    recent = router.decisions.latest()
+    recent = runtime.decisions.latest()
     upstream_latency = quantiles_by(delta, "router_upstream_seconds", _QS)
     overhead = quantiles_by(delta, "router_overhead_seconds", _QS).get("")
     upstreams = []
     for name, upstream in policy.upstreams.items():
-        client = router.pool.clients.get(name)
+        client = runtime.pool.clients.get(name)
         attempts = answered.get(name, 0.0) + failed.get(name, 0.0)
         upstreams.append(
             {
@@ -228,8 +228,8 @@ async def build(
         },
         "overhead_s": overhead or {},
         "upstreams": upstreams,
-        "routes": _routes(router, delta, recent),
-        "budgets": await _budgets(router, {r.get("tenant", "") for r in recent[:200]}),
+        "routes": _routes(runtime, delta, recent),
+        "budgets": await _budgets(runtime, {r.get("tenant", "") for r in recent[:200]}),
         "timeline": _timeline(history, now, window),
         "decisions": [_decision(r, policy.record.prompts) for r in recent[:last]],
     }

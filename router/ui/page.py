@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from router.budgets import BUDGET
 from router.cache import metrics as cache_metrics
-from router.ingress.errors import RouterError
+from router.errors import RouterError
 from router.outcomes import metrics, spend
 from router.responses import send_bytes, send_error, send_json
 from router.ui.data import WINDOWS, build
@@ -22,7 +22,7 @@ from router.ui.history import CounterHistory
 from router.upstreams.shadow import SHADOW
 
 if TYPE_CHECKING:
-    from router.pipeline import Router
+    from router.runtime import Runtime
 
 __all__ = ["StatusPage"]
 
@@ -58,8 +58,8 @@ def _page() -> bytes:
 class StatusPage:
     """Serves `/ui*` for one router; samples the counters while the policy enables it."""
 
-    def __init__(self, router: Router, every: float = 5.0) -> None:
-        self.router = router
+    def __init__(self, runtime: Runtime, every: float = 5.0) -> None:
+        self.runtime = runtime
         self.history = CounterHistory(SAMPLED, fine=every)
         self.started = time.time()
         self._task: asyncio.Task[None] | None = None
@@ -69,7 +69,7 @@ class StatusPage:
     def start(self) -> None:
         if self._task is None or self._task.done():
             # The first reading now, before any request: windows start from it.
-            if self.router.policy.ui.enabled:
+            if self.runtime.policy.ui.enabled:
                 self.history.sample(time.time())
             self._task = asyncio.ensure_future(self._sample_forever())
 
@@ -82,7 +82,7 @@ class StatusPage:
     async def _sample_forever(self) -> None:
         while True:
             # Off by policy: no readings (the loop only wakes up to notice a reload).
-            if self.router.policy.ui.enabled:
+            if self.runtime.policy.ui.enabled:
                 try:
                     self.history.sample(time.time())
                 except Exception:  # a bad reading must not end the history
@@ -93,7 +93,7 @@ class StatusPage:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
-        config = self.router.policy.ui
+        config = self.runtime.policy.ui
         page = path in _PAGES
         if not config.enabled or not (page or path == "/ui/data"):
             await send_error(send, RouterError.not_found(f"Unknown endpoint: {method} {path}."))
@@ -110,7 +110,7 @@ class StatusPage:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         # The page shows what /metrics shows and more: the global admin key guards it
         # too, unless the page has a key of its own.
-        key = config.admin_key or self.router.policy.admin_key
+        key = config.admin_key or self.runtime.policy.admin_key
         if key is not None and not _authorized(scope, query, key):
             error = RouterError(
                 401,
@@ -129,7 +129,7 @@ class StatusPage:
             return
         window = _window(query)
         last = _int(query, "n", 20, 1, 50)
-        data = await build(self.router, self.history, window, self.started, last)
+        data = await build(self.runtime, self.history, window, self.started, last)
         await send_json(send, 200, data, [(b"cache-control", b"no-store")])
 
 

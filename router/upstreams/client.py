@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import orjson
 
+from router.errors import UpstreamFailure
 from router.outcomes.metrics import BREAKER_OPEN
 from router.policy.model import Upstream
 from router.upstreams.breaker import CircuitBreaker
@@ -29,6 +30,7 @@ from router.upstreams.transport import make_transport
 from router.upstreams.usage import parse_json
 
 __all__ = ["UpstreamClient", "UpstreamFailure", "UpstreamReply", "retry_after_of"]
+
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 # Statuses that say the router's own set-up is wrong (its key, its model name, its
@@ -40,30 +42,6 @@ _MAX_INLINE_WAIT_S = 1.0
 _httpx_log = logging.getLogger("httpx")
 
 Headers = Sequence[tuple[bytes, bytes]]
-
-
-class UpstreamFailure(Exception):
-    """The upstream gave no usable answer; `kind` is the error class for records."""
-
-    def __init__(
-        self,
-        upstream: str,
-        kind: str,
-        detail: str,
-        status: int | None = None,
-        body: bytes | None = None,
-        headers: httpx.Headers | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(f"{upstream}: {detail}")
-        self.upstream = upstream
-        self.kind = kind
-        self.detail = detail
-        self.status = status
-        self.body = body
-        self.headers = headers
-        # Seconds the upstream (or its open breaker) asks callers to wait.
-        self.retry_after = retry_after
 
 
 @dataclass(slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from router.ingress.errors import RouterError
+from router.errors import RouterError
 from router.policy.model import HeaderRules
 from router.upstreams.client import UpstreamFailure
 from router.upstreams.headers import passed_response_headers
