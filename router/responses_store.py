@@ -116,9 +116,11 @@ def valid_id(response_id: object) -> bool:
     )
 
 
-def _check_id(response_id: str) -> None:
+def _check(response_id: str, items: object) -> None:
     if not valid_id(response_id):
         raise ValueError(f"not a storable response id: {response_id[:MAX_ID_CHARS]!r}")
+    if _items(items) is None:
+        raise ValueError("stored items must be a list of objects")
 
 
 def _tenant_digest(tenant: str) -> str:
@@ -195,7 +197,7 @@ class MemoryResponseStore:
         return _items(orjson.loads(entry.data))
 
     async def put(self, tenant: str, response_id: str, items: list[dict[str, Any]]) -> None:
-        _check_id(response_id)
+        _check(response_id, items)
         data = orjson.dumps(items)
         key = (tenant, response_id)
         size = len(data) + len(tenant) + len(response_id) + _OVERHEAD
@@ -289,7 +291,7 @@ class RedisResponseStore:
         return _items(value.get("items"))
 
     async def put(self, tenant: str, response_id: str, items: list[dict[str, Any]]) -> None:
-        _check_id(response_id)
+        _check(response_id, items)
         data = orjson.dumps({"t": _tenant_digest(tenant), "items": items})
         await self._call("SET", self.key(tenant, response_id), data, "PX", self._ttl_ms)
 

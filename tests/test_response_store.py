@@ -150,6 +150,8 @@ async def test_odd_ids_are_not_found_and_not_stored(store: ResponseStore) -> Non
         assert await store.delete("acme", bad) is False
         with pytest.raises(ValueError):
             await store.put("acme", bad, _conversation())
+    with pytest.raises(ValueError):
+        await store.put("acme", "resp_1", [{"type": "message"}, "not an item"])  # type: ignore[list-item]
     # Glob and hash-tag characters are plain characters of one id.
     await store.put("acme", "resp_{1}*", _conversation())
     assert await store.get("acme", "resp_{1}*") == _conversation()
