@@ -26,6 +26,7 @@ __all__ = [
     "ClientGone",
     "RouterError",
     "RouterException",
+    "StoreUnavailable",
     "UpstreamFailure",
     "clip",
     "error_body",
@@ -118,3 +119,19 @@ class UpstreamFailure(RouterException):
         self.headers = headers
         # Seconds the upstream (or its open breaker) asks callers to wait.
         self.retry_after = retry_after
+
+
+class StoreUnavailable(RouterException):
+    """The store could not be reached in time, or answered with an error.
+
+    Raised by `RedisResponseStore` only; maps to a 503 with `router_error()`."""
+
+    def router_error(self) -> RouterError:
+        return RouterError(
+            503,
+            "The response store is unavailable; retry, or send the whole conversation "
+            "as 'input' without 'previous_response_id'.",
+            type_="api_error",
+            code="response_store_unavailable",
+            headers={"retry-after": "1"},
+        )

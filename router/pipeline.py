@@ -30,19 +30,18 @@ from starlette.types import Message, Receive, Scope, Send
 
 from router.budgets import Admission
 from router.caching import lookup, serve_hit
-from router.errors import ClientGone, RouterError, UpstreamFailure, clip
-from router.exchange import Exchange, relay_body, relay_stream
+from router.errors import ClientGone, RouterError, clip
+from router.exchange import Exchange
 from router.features import Features
+from router.forwarding import forward
 from router.ingress.auth import tenant_for
 from router.ingress.body import read_body
 from router.ingress.feedback import parse_feedback
 from router.ingress.request import ChatRequest, parse_chat_request
 from router.outcomes.metrics import (
-    FALLBACKS,
     OVERHEAD,
     REQUESTS,
     SCORING_ERRORS,
-    UPSTREAM_LATENCY,
 )
 from router.outcomes.record import DecisionRecord
 from router.outcomes.sinks import Sink
@@ -55,17 +54,13 @@ from router.responses import (
     record_headers,
     send_error,
     send_json,
-    send_raw_error,
-    wait_disconnect,
 )
 from router.runtime import PolicySource, Runtime, Scorer, tenant_digest
 from router.scoring.text import prompt_text
 from router.upstreams.client import UpstreamClient
-from router.upstreams.failures import exhausted
-from router.upstreams.headers import forwarded_request_headers, passed_response_headers
+from router.upstreams.headers import forwarded_request_headers
 from router.upstreams.pool import TransportFactory
 from router.upstreams.shadow import ShadowResult
-from router.upstreams.sse import EventBuffer
 
 __all__ = ["PolicySource", "Router"]
 
@@ -267,7 +262,7 @@ class Router:
         model = target.config.model if target is not None else None
         cached = await lookup(runtime.cache, policy.cache, ex, features, call.headers, model)
         if cached is None:
-            await self._forward(ex, receive)
+            await forward(runtime.pool, ex, receive)
             return
         await serve_hit(ex, cached)
         note_cache_hit(cached, target.config.price if target else None, policy)
@@ -344,123 +339,8 @@ class Router:
             record.score = None if features.score is None else round(features.score, 6)
         return features
 
-    async def _forward(self, ex: Exchange, receive: Receive) -> None:
-        """Try the decision's targets in order, then relay the first that answers.
-
-        A watcher on `receive` cancels this task when the client disconnects, so
-        the upstream request stops instead of running on. (The work runs inline:
-        a child task per request plus `asyncio.wait` cost ~5% of a request.)
-        """
-        task = asyncio.current_task()
-        assert task is not None
-        gone = False
-
-        async def watch() -> None:
-            nonlocal gone
-            await wait_disconnect(receive)
-            # After the last body message the server reports a disconnect too:
-            # that is the normal end, not a client leaving.
-            if not ex.finished:
-                gone = True
-                task.cancel()
-
-        watcher = asyncio.ensure_future(watch())
-        try:
-            await self._attempt(ex)
-        except asyncio.CancelledError:
-            if not gone:
-                raise
-            task.uncancel()
-            raise ClientGone from None
-        finally:
-            watcher.cancel()
-
-    async def _attempt(self, ex: Exchange) -> None:
-        """The targets in order until one answers; the client gets its answer or one error."""
-        body, added_usage = _with_usage(ex.request)
-        failures: list[UpstreamFailure] = []
-        deadline_base = time.perf_counter()
-        for name in ex.decision.targets:
-            client = self.runtime.pool.clients.get(name)
-            if client is None:
-                continue
-            began = time.perf_counter()
-            try:
-                await self._try(ex, client, body, added_usage, deadline_base)
-                return
-            except UpstreamFailure as failure:
-                ex.upstream_s += time.perf_counter() - began
-                if failure.kind == "client_error":
-                    await self._relay_client_error(ex, client, failure)
-                    return
-                failures.append(failure)
-                ex.record.tried.append(name)
-                FALLBACKS.labels(name, failure.kind).inc()
-                log.warning(
-                    "upstream_failed",
-                    upstream=name,
-                    error=failure.kind,
-                    detail=failure.detail,
-                    request_id=ex.record.request_id,
-                )
-        ex.record.error = failures[-1].kind if failures else "no_upstream"
-        raise exhausted(failures, ex.policy.headers.response)
-
-    async def _try(
-        self,
-        ex: Exchange,
-        client: UpstreamClient,
-        body: dict[str, Any],
-        added_usage: bool,
-        deadline_base: float,
-    ) -> None:
-        """One target: send, read until nothing can fail unseen, then relay to the client.
-
-        Until the first event (or the whole body) is in, nothing has reached the
-        client, so a stall, a cut or garbage raises `UpstreamFailure` and the next
-        target is tried.
-        """
-        record = ex.record
-        deadline = deadline_base + client.config.timeouts.total
-        began = time.perf_counter()
-        reply = await client.open(client.payload(body), deadline, ex.forward)
-        buffer = EventBuffer()
-        if ex.request.stream:
-            first = await reply.first_events(deadline, buffer)
-        else:
-            raw, data = await reply.read_json(deadline)
-        UPSTREAM_LATENCY.labels(client.name).observe(reply.headers_at - reply.started)
-        record.route, record.upstream_model = client.name, client.config.model
-        record.ttfb_ms = round((reply.headers_at - ex.t0) * 1000, 3)
-        upstream_s = ex.upstream_s + time.perf_counter() - began
-        if ex.request.stream:
-            await relay_stream(ex, reply, first, buffer, upstream_s, added_usage, deadline)
-        else:
-            await relay_body(ex, reply, raw, data, upstream_s)
-
-    async def _relay_client_error(
-        self, ex: Exchange, client: UpstreamClient, failure: UpstreamFailure
-    ) -> None:
-        """An upstream's own 4xx is the request's fault: the client reads it as written."""
-        record = ex.record
-        record.route, record.upstream_model = client.name, client.config.model
-        record.status, record.error = failure.status or 400, "upstream_client_error"
-        raw = failure.headers.raw if failure.headers is not None else ()
-        passed = passed_response_headers(ex.policy.headers.response, raw)
-        await send_raw_error(ex.send, failure, record, passed)
-
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _with_usage(request: ChatRequest) -> tuple[dict[str, Any], bool]:
-    """A stream asks the upstream for usage so that cost can be recorded; the extra
-    usage-only chunk is then not relayed (the flag)."""
-    body = request.body
-    if not request.stream or request.include_usage:
-        return body, False
-    options = {**(body.get("stream_options") or {}), "include_usage": True}
-    return {**body, "stream_options": options}, True
 
 
 def _note_decision(record: DecisionRecord, decision: Decision) -> None:

@@ -45,7 +45,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from router.cache.scope import tenant_key
-from router.ingress.errors import RouterError
+from router.errors import StoreUnavailable
 
 __all__ = [
     "MemoryResponseStore",
@@ -67,22 +67,6 @@ MAX_ID_CHARS = 256
 _FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 # Bookkeeping per memory entry beyond its JSON: the key tuple, the entry, the dict slot.
 _OVERHEAD = 256
-
-
-class StoreUnavailable(Exception):
-    """The store could not be reached in time, or answered with an error.
-
-    Raised by `RedisResponseStore` only; maps to a 503 with `router_error()`."""
-
-    def router_error(self) -> RouterError:
-        return RouterError(
-            503,
-            "The response store is unavailable; retry, or send the whole conversation "
-            "as 'input' without 'previous_response_id'.",
-            type_="api_error",
-            code="response_store_unavailable",
-            headers={"retry-after": "1"},
-        )
 
 
 class ResponseStore(Protocol):
