@@ -59,6 +59,9 @@ class RouterMiddleware:
         self.relay = relay
         self._routes: dict[str, tuple[str, ASGIApp]] = {
             "/v1/chat/completions": ("POST", self.router.chat),
+            "/v1/responses": ("POST", self.router.responses),
+            "/v1/messages": ("POST", self.router.messages),
+            "/v1/messages/count_tokens": ("POST", self.router.count_tokens),
             "/v1/embeddings": ("POST", relay.embeddings),
             "/v1/completions": ("POST", relay.completions),
             "/v1/models": ("GET", self.router.models),

@@ -18,8 +18,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from router.cache import (
     CacheConfig,
     SemanticCache,
@@ -116,13 +114,17 @@ async def serve_hit(ex: Exchange, completion: dict[str, Any]) -> None:
     record.overhead_ms = round((time.perf_counter() - ex.t0) * 1000, 3)
     if ex.policy.record.prompts:
         record.answer = answer_of(completion)
+    out = ex.out
     if request.stream:
         body = b"".join(replay_sse(completion, include_usage=request.include_usage))
+        if not out.passthrough:  # the same events as a live answer, in the client's dialect
+            body = out.start() + out.events(body)
         headers = response_headers(record, ex.decision, b"text/event-stream")
         headers.append((b"cache-control", b"no-cache"))
     else:
-        body = orjson.dumps(completion)
+        body = out.plain(completion)
         headers = response_headers(record, ex.decision, b"application/json")
+    await out.final()
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})

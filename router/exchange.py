@@ -18,7 +18,8 @@ import structlog
 from starlette.types import Message, Send
 
 from router.cache import assemble_stream
-from router.errors import error_body
+from router.errors import RouterError
+from router.formats.dialect import CHAT, Output
 from router.ingress.request import ChatRequest
 from router.outcomes.record import DecisionRecord
 from router.policy.decide import Decision
@@ -49,6 +50,7 @@ class Exchange:
     slot: CacheSlot | None = None  # set by the cache step on a miss
     finished: bool = False
     upstream_s: float = 0.0  # time spent on targets that failed before this one
+    out: Output = CHAT  # the client's dialect: how its answer is written
     # Client headers passed on to the upstream (the policy's `headers.request`).
     forward: list[tuple[bytes, bytes]] = field(default_factory=list)
 
@@ -90,6 +92,9 @@ async def relay_body(
         ex.slot.offer(reply.upstream.name, reply.response.status_code, data)
     record.status = reply.response.status_code
     content_type = reply.response.headers.get("content-type", "application/json").encode()
+    if not ex.out.passthrough:
+        raw, content_type = ex.out.plain(data), b"application/json"
+        await ex.out.final()
     headers = response_headers(record, ex.decision, content_type)
     headers += passed_response_headers(ex.policy.headers.response, reply.response.headers.raw)
     headers.append((b"content-length", str(len(raw)).encode()))
@@ -110,11 +115,16 @@ async def relay_stream(
     record, send = ex.record, ex.send
     record.overhead_ms = round(max(time.perf_counter() - ex.t0 - upstream_s, 0.0) * 1000, 3)
     record.status = reply.response.status_code
+    out = ex.out
     content_type = reply.response.headers.get("content-type", "text/event-stream").encode()
+    if not out.passthrough:
+        content_type = b"text/event-stream"
     headers = response_headers(record, ex.decision, content_type)
     headers += passed_response_headers(ex.policy.headers.response, reply.response.headers.raw)
     headers.append((b"cache-control", b"no-cache"))
     await send({"type": "http.response.start", "status": record.status, "headers": headers})
+    if opening := out.start():
+        await send({"type": "http.response.body", "body": opening, "more_body": True})
     keep_text = ex.policy.record.prompts
     slot = ex.slot
     wanted = slot is not None and slot.wants(reply.upstream.name, reply.response.status_code)
@@ -131,9 +141,10 @@ async def relay_stream(
             kept.append(events)
         if keep_text or b'"prompt_tokens"' in events:
             events = inspect_events(events, record, reply.upstream, parts, drop_usage, keep_text)
-            if not events:
-                return
-        await send({"type": "http.response.body", "body": events, "more_body": True})
+        if events and not out.passthrough:
+            events = out.events(events)
+        if events:
+            await send({"type": "http.response.body", "body": events, "more_body": True})
 
     try:
         await forward(first)
@@ -161,10 +172,12 @@ async def relay_stream(
         record.error = "stream_cut"
     if record.error == "stream_cut":
         # Tell the client the answer is incomplete rather than ending silently:
-        # the OpenAI SDKs raise on an `error` event.
+        # the SDKs raise on an `error` event.
         message = f"{reply.upstream.name}: the stream broke off."
-        tail = b"data: " + error_body(message, "api_error", "stream_cut") + b"\n\n"
+        tail = out.cut(RouterError(502, message, type_="api_error", code="stream_cut"))
         await send({"type": "http.response.body", "body": tail, "more_body": True})
+    else:
+        await out.final()
     if keep_text:
         record.answer = "".join(parts)
     await send({"type": "http.response.body", "body": b""})

@@ -136,7 +136,7 @@ async def _relay_client_error(
     record.status, record.error = failure.status or 400, "upstream_client_error"
     raw = failure.headers.raw if failure.headers is not None else ()
     passed = passed_response_headers(ex.policy.headers.response, raw)
-    await send_raw_error(ex.send, failure, record, passed)
+    await send_raw_error(ex.send, failure, record, passed, ex.out.dialect)
 
 
 def _with_usage(request: ChatRequest) -> tuple[dict[str, Any], bool]:

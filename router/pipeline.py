@@ -30,14 +30,19 @@ from starlette.types import Message, Receive, Scope, Send
 
 from router.budgets import Admission
 from router.caching import lookup, serve_hit
+from router.conversations import recall, remember
 from router.errors import ClientGone, RouterError, clip
 from router.exchange import Exchange
 from router.features import Features
+from router.formats.anthropic import count_tokens, parse_messages
+from router.formats.dialect import CHAT, Output, anthropic_output, responses_output
+from router.formats.errors import Dialect
+from router.formats.responses import parse_responses
 from router.forwarding import forward
 from router.ingress.auth import tenant_for
 from router.ingress.body import read_body
 from router.ingress.feedback import parse_feedback
-from router.ingress.request import ChatRequest, parse_chat_request
+from router.ingress.request import ChatRequest, chat_request, json_object, parse_chat_request
 from router.outcomes.metrics import (
     OVERHEAD,
     REQUESTS,
@@ -78,6 +83,8 @@ class Call:
     record: DecisionRecord
     respond: Send
     t0: float = field(default_factory=time.perf_counter)
+    dialect: Dialect = "chat"  # the client's API: errors and answers are written in it
+    out: Output = CHAT
     answered: bool = False  # the response has started: an error can no longer be sent
     admission: Admission | None = None
     shadow: tuple[UpstreamClient, dict[str, Any]] | None = None
@@ -141,11 +148,34 @@ class Router:
         await send_json(send, 200, reply)
 
     async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._serve(scope, receive, send)
+        await self._serve(scope, receive, send, "chat")
+
+    async def responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """OpenAI's Responses API, translated to chat completions and back."""
+        await self._serve(scope, receive, send, "responses")
+
+    async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Anthropic's Messages API, translated to chat completions and back."""
+        await self._serve(scope, receive, send, "anthropic")
+
+    async def count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`POST /v1/messages/count_tokens`: an estimate (no Claude tokenizer ships)."""
+        policy, headers = self.runtime.policy, headers_of(scope)
+        try:
+            tenant_for(policy.auth, headers)
+            limits = policy.limits
+            raw = await read_body(receive, headers, policy.max_body_bytes, limits.body_timeout_s)
+            body = json_object(raw, limits.max_json_depth)
+            parse_messages(body, count_only=True)
+            await send_json(send, 200, count_tokens(body))
+        except RouterError as exc:
+            await send_error(send, exc, dialect="anthropic")
+        except ClientGone:
+            return
 
     # -- the flow ------------------------------------------------------------------
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, dialect: Dialect) -> None:
         runtime = self.runtime
         if not runtime.started:
             await runtime.startup()
@@ -158,7 +188,9 @@ class Router:
             model="",
             stream=False,
         )
-        call = Call(runtime.policy, headers_of(scope), record, send)
+        if dialect != "chat":
+            record.dialect = dialect
+        call = Call(runtime.policy, headers_of(scope), record, send, dialect=dialect)
         try:
             await self._guarded(call, receive)
             await self._finish(call)
@@ -181,7 +213,7 @@ class Router:
             log.exception("internal_error", request_id=record.request_id)
             record.status, record.error = 500, type(exc).__name__
             if not call.answered:
-                await send_error(call.respond, _INTERNAL, record.request_id)
+                await send_error(call.respond, _INTERNAL, record.request_id, dialect=call.dialect)
 
     async def _handle(self, call: Call, receive: Receive) -> None:
         try:
@@ -191,14 +223,16 @@ class Router:
         except RouterError as exc:
             record = call.record
             record.status, record.error = exc.status, exc.code or exc.type
-            await send_error(call.send, exc, record.request_id, record_headers(record))
+            await send_error(
+                call.send, exc, record.request_id, record_headers(record), call.dialect
+            )
 
     async def _parse(self, call: Call, receive: Receive) -> ChatRequest:
         policy, record, headers = call.policy, call.record, call.headers
         record.tenant = tenant_for(policy.auth, headers)
         limits = policy.limits
         body = await read_body(receive, headers, policy.max_body_bytes, limits.body_timeout_s)
-        request = parse_chat_request(body, limits.max_json_depth)
+        request = await self._request_of(call, body)
         record.model, record.stream = request.model, request.stream
         record.prompt_chars = request.prompt_chars
         if request.model not in policy.models:
@@ -217,6 +251,25 @@ class Router:
             kept = {h: headers[h] for h in policy.record.headers if h in headers}
             record.headers = kept or None
         return request
+
+    async def _request_of(self, call: Call, raw: bytes) -> ChatRequest:
+        """The chat request a body amounts to, in whichever dialect the client wrote it;
+        a translated request also sets how its answer is written back (`call.out`)."""
+        depth = call.policy.limits.max_json_depth
+        if call.dialect == "chat":
+            return parse_chat_request(raw, depth)
+        body = json_object(raw, depth)
+        record = call.record
+        if call.dialect == "anthropic":
+            chat = parse_messages(body)
+            call.out = anthropic_output(body, "msg_" + record.request_id)
+            return chat_request(chat)
+        store = self.runtime.responses_store
+        history = await recall(store, record.tenant, body)
+        chat = parse_responses(body, history)
+        on_final = remember(store, record.tenant, body, history)
+        call.out = responses_output(body, "resp_" + record.request_id, on_final)
+        return chat_request(chat)
 
     async def _decide(self, call: Call, request: ChatRequest) -> tuple[Decision, Features | None]:
         policy, record = call.policy, call.record
@@ -257,6 +310,7 @@ class Router:
         if decision.shadow is not None and (shadow := runtime.pool.clients.get(decision.shadow)):
             call.shadow = (shadow, request.body)
         ex = Exchange(policy, request, decision, call.record, call.t0, call.send)
+        ex.out = call.out
         ex.forward = forwarded_request_headers(policy.headers.request, call.headers)
         target = runtime.pool.clients.get(decision.target)
         model = target.config.model if target is not None else None
@@ -273,7 +327,9 @@ class Router:
         record.latency_ms = round((time.perf_counter() - call.t0) * 1000, 3)
         if record.overhead_ms is not None:
             OVERHEAD.observe(record.overhead_ms / 1000)
-        REQUESTS.labels(record.rule or "-", record.route or "-", str(record.status)).inc()
+        REQUESTS.labels(
+            record.rule or "-", record.route or "-", str(record.status), call.dialect
+        ).inc()
         if call.admission is not None and runtime.ledger is not None:
             await runtime.ledger.settle(call.admission, record.cost_usd or 0.0)
         # The shadow starts only now, after the client has its answer, so that it

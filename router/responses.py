@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from router.errors import RouterError
+from router.errors import RouterError, UpstreamFailure
+from router.formats.errors import Dialect, error_json
 from router.outcomes.record import DecisionRecord
-from router.upstreams.client import UpstreamFailure
 from router.upstreams.usage import parse_json
 
 __all__ = [
@@ -68,12 +68,14 @@ async def send_error(
     exc: RouterError,
     request_id: str = "",
     extra: Sequence[tuple[bytes, bytes]] = (),
+    dialect: Dialect = "chat",
 ) -> None:
+    """`exc` as an error answer in the client's dialect (OpenAI's format by default)."""
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
     if request_id:
         headers.append((b"x-router-request-id", request_id.encode()))
     headers.extend(extra)
-    await send_bytes(send, exc.status, exc.body(), headers)
+    await send_bytes(send, exc.status, error_json(exc, dialect), headers)
 
 
 def record_headers(record: DecisionRecord) -> list[tuple[bytes, bytes]]:
@@ -92,14 +94,21 @@ async def send_raw_error(
     failure: UpstreamFailure,
     record: DecisionRecord,
     passed: Sequence[tuple[bytes, bytes]] = (),
+    dialect: Dialect = "chat",
 ) -> None:
     """Relay an upstream's own 4xx: the request was at fault, and its message says why.
 
-    The body has had the upstream's key taken out already (`UpstreamClient`).
+    A chat client reads the upstream's body as written (its key already taken out by
+    `UpstreamClient`); a client of another dialect gets the same status and message
+    in its own error format.
     """
     raw = failure.body or b""
-    if parse_json(raw) is None:
-        raw = RouterError(failure.status or 400, failure.detail).body()
+    data = parse_json(raw)
+    status = failure.status or 400
+    if data is None or dialect != "chat":
+        error = data.get("error") if data is not None else None
+        message = error.get("message") if isinstance(error, dict) else None
+        raw = error_json(RouterError(status, str(message or failure.detail)), dialect)
     headers = [(b"x-router-request-id", record.request_id.encode()), *record_headers(record)]
     headers.extend(passed)
-    await send_bytes(send, failure.status or 400, raw, headers)
+    await send_bytes(send, status, raw, headers)

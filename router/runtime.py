@@ -26,6 +26,7 @@ from router.outcomes.sinks import JsonlSink, NullSink, RedisStreamSink, Sink
 from router.policy.loader import default_policy_path, load_policy
 from router.policy.model import BudgetConfig, Policy, RecordConfig, ScoringConfig
 from router.policy.reload import PolicyWatcher
+from router.responses_store import ResponseStore, build_response_store
 from router.upstreams.pool import TransportFactory, UpstreamPool
 from router.upstreams.shadow import ShadowRunner
 
@@ -90,6 +91,9 @@ class Runtime:
         self.cache: SemanticCache | None = None
         self._cache_config: CacheConfig | None = None
         self._budget_config: BudgetConfig | None = None
+        # Conversations of the Responses API, for previous_response_id.
+        self.responses_store: ResponseStore | None = None
+        self._responses_config: object = None
         # request id -> digest of the tenant of recent requests, so feedback can be
         # checked; a digest, so memory does not grow with the tenants' lengths.
         self.recent: OrderedDict[str, bytes] = OrderedDict()
@@ -133,6 +137,8 @@ class Runtime:
             await self.scorer.close()
         if self.cache is not None:
             await self.cache.close()
+        if self.responses_store is not None:
+            await self.responses_store.close()
         self.sink.close()
         self.started = False
 
@@ -159,6 +165,18 @@ class Runtime:
                 in_background(self.cache.close())
             self.cache = build_cache(policy.cache) if policy.cache is not None else None
             self._cache_config = policy.cache
+        config = policy.responses
+        if config != self._responses_config:
+            if self.responses_store is not None:
+                in_background(self.responses_store.close())
+            self.responses_store = build_response_store(
+                config.store_ttl_s,
+                config.max_stored,
+                config.redis_url,
+                config.redis_cluster,
+                config.namespace,
+            )
+            self._responses_config = config
         self.policy = policy
 
     async def _sync_scorer(self) -> None:

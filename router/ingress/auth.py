@@ -20,8 +20,13 @@ def tenant_for(auth: AuthConfig, headers: Mapping[str, str]) -> str:
     if auth.keys:
         header = headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
+        if not header and headers.get("x-api-key"):
+            # Anthropic's SDKs send the key as x-api-key: the same keys, the same tenants.
+            scheme, key = "bearer", headers["x-api-key"]
         if scheme.lower() != "bearer" or not key.strip():
-            raise RouterError.unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
+            raise RouterError.unauthorized(
+                "Missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')."
+            )
         # Comparing digests, not keys, keeps the lookup's timing independent of the key.
         tenant = auth.keys.get(hashlib.sha256(key.strip().encode()).hexdigest())
         if tenant is None:

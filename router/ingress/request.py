@@ -16,7 +16,7 @@ import orjson
 from router.errors import RouterError
 from router.ingress.depth import json_depth_exceeds
 
-__all__ = ["ChatRequest", "json_object", "parse_chat_request"]
+__all__ = ["ChatRequest", "chat_request", "json_object", "parse_chat_request"]
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _NUMBER_RANGES: dict[str, tuple[float, float]] = {
@@ -77,8 +77,12 @@ def json_object(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any
 
 
 def parse_chat_request(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> ChatRequest:
-    body = json_object(raw, max_depth)
+    return chat_request(json_object(raw, max_depth))
 
+
+def chat_request(body: dict[str, Any]) -> ChatRequest:
+    """Validate a chat-completions body: the client's own, or one translated from
+    another dialect (`router.formats`)."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise RouterError.bad_request("'model' is required and must be a string.", "model")

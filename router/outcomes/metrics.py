@@ -16,7 +16,9 @@ __all__ = [
 ]
 
 REQUESTS = Counter(
-    "router_requests_total", "Chat requests by rule, route and status.", ["rule", "route", "status"]
+    "router_requests_total",
+    "Routed requests (chat, responses, messages) by rule, route, status and client dialect.",
+    ["rule", "route", "status", "dialect"],
 )
 CALLS = Counter(
     "router_calls_total",

@@ -55,6 +55,8 @@ class DecisionRecord:
     # line has `kind: "call"`, so replay and training, which read decisions, skip it.
     kind: str | None = None
     endpoint: str | None = None
+    # The client's API when it is not chat completions: "responses" or "anthropic".
+    dialect: str | None = None
     v: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,4 +82,5 @@ _OPTIONAL = (
     "headers",
     "kind",
     "endpoint",
+    "dialect",
 )
