@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -17,9 +18,7 @@ from router.policy.model import (
     NEVER_RESPONSE,
     SECRET_HEADERS,
     AuthConfig,
-    BreakerConfig,
     BudgetConfig,
-    CacheRule,
     Caps,
     EndpointConfig,
     HeaderRules,
@@ -27,71 +26,32 @@ from router.policy.model import (
     Limits,
     Match,
     Policy,
-    Price,
     Range,
     RecordConfig,
     Rollout,
     Route,
     ScoringConfig,
     Shadow,
-    Timeouts,
     UiConfig,
     Upstream,
 )
 from router.policy.quantiles import FILE_NAME as QUANTILES_FILE
 from router.policy.quantiles import QuantileTable, QuantileTableError
 from router.policy.reader import Section, strings_of
+from router.policy.sections import default_of, keys, read, read_key
 from router.policy.yamlnodes import Errors, Node, compose
 
 __all__ = ["PolicyError", "default_policy_path", "load_policy", "parse_policy"]
 
-_TOP = {
-    "version",
-    "server",
-    "auth",
-    "upstreams",
-    "models",
-    "routes",
-    "default",
-    "on_classifier_error",
-    "record",
-    "scoring",
-    "cache",
-    "demo",
-    "budgets",
-    "headers",
-    "embeddings",
-    "completions",
-    "passthrough",
-    "ui",
-}
-_UPSTREAM = {
-    "base_url",
-    "api_key",
-    "model",
-    "price",
-    "timeouts",
-    "retries",
-    "backoff",
-    "breaker",
-    "max_connections",
-}
-_ROUTE = {"name", "match", "target", "fallbacks", "rollout", "shadow", "cache"}
-_MATCH = {"model", "tenant", "headers", "prompt_chars", "prompt_tokens", "score"}
-_RANGE = {"gt", "gte", "lt", "lte"}
-_SCORE_RANGE = _RANGE | {"top_percent", "bottom_percent"}
-_SERVER = {
-    "max_body_mb",
-    "max_json_depth",
-    "max_header_kb",
-    "max_headers",
-    "header_timeout_s",
-    "body_timeout_s",
-    "keep_alive_s",
-    "max_connections",
-    "shutdown_shadow_wait_s",
-    "admin_key",
-}
+# Each section's keys come from its dataclass in router/policy/model.py.
+_TOP = keys(Policy) | {"version"}
+_SERVER = keys(Limits) | {"max_body_mb", "admin_key"}  # these two live on Policy
+_RANGE = keys(Range) - {"top_percent", "bottom_percent"}
+_SCORE_RANGE = keys(Range)
+_MiB = 1024 * 1024
+
+# Reports an unknown upstream: (where the name is written, the name).
+CheckTarget = Callable[[Node | None, str | None], None]
 
 
 _POSITION = re.compile(r":(\d+):(\d+): ")
@@ -145,123 +105,29 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
     version = top.integer("version", 1, low=1)
     if version != 1:
         errors.add(top.value_node("version"), f"unsupported policy version {version}")
-
-    upstreams: dict[str, Upstream] = {}
-    ups = top.section("upstreams")
-    if ups is None:
-        errors.add(top.node, "missing required key 'upstreams'")
-    else:
-        for name in ups.names():
-            node = ups.value_node(name)
-            assert node is not None
-            upstream = _upstream(name, Section(node, errors, _UPSTREAM))
-            if upstream is not None:
-                upstreams[name] = upstream
-        if not ups.names():
-            errors.add(ups.node, "'upstreams' must name at least one upstream")
-
-    models = top.strings("models") or ("auto",)
-
-    def check_target(node: Node | None, name: str | None) -> None:
-        if (
-            name is not None
-            and ups is not None
-            and name not in upstreams
-            and name not in ups.entries
-        ):
-            errors.add(node, f"unknown upstream '{name}' (known: {', '.join(sorted(ups.entries))})")
-
-    routes: list[Route] = []
-    seen: set[str] = set()
-    for i, node in enumerate(top.sequence("routes")):
-        route = _route(Section(node, errors, _ROUTE), f"route-{i + 1}", check_target)
-        if route is None:
-            continue
-        if route.name in seen:
-            errors.add(node, f"duplicate route name '{route.name}'")
-        seen.add(route.name)
-        routes.append(route)
-
-    default_section = top.section("default", _ROUTE - {"match"})
-    if default_section is None:
-        errors.add(
-            top.node, "missing required key 'default' (the route taken when no rule matches)"
-        )
-        default = None
-    else:
-        default = _route(default_section, "default", check_target)
-
-    on_error_node = top.value_node("on_classifier_error")
-    on_error = top.string("on_classifier_error")
-    if on_error is None and default is not None:
-        on_error = _cloudiest(upstreams) or default.target
-    check_target(on_error_node, on_error)
-
-    auth_keys = {"keys", "tenant_header", "default_tenant", "max_tenant_chars"}
-    auth = _auth(top.section("auth", auth_keys), errors)
-    record = _record(
-        top.section(
-            "record",
-            {
-                "sink",
-                "path",
-                "rotate_mb",
-                "keep",
-                "prompts",
-                "headers",
-                "redis_url",
-                "redis_cluster",
-                "stream",
-                "maxlen",
-                "max_queue",
-            },
-        )
-    )
-    scoring = _scoring(
-        top.section("scoring", {"enabled", "model", "max_batch", "max_wait_ms", "quantiles"})
-    )
-    server = top.section("server", _SERVER)
-    max_body = int(
-        (server.number("max_body_mb", 10.0, low=0.001) if server else 10.0) * 1024 * 1024
-    )
-    limits = _limits(server)
-    admin_key = (server.string("admin_key") if server else None) or None
-    if any(r.match.score for r in routes) and not scoring.enabled and top.has("scoring"):
-        errors.add(top.value_node("scoring"), "routes match on 'score' but scoring is disabled")
-    if any(r.match.score for r in routes) and not top.has("scoring"):
-        scoring = ScoringConfig(enabled=True)
-
-    budgets = _budgets(
-        top.section(
-            "budgets",
-            {
-                "tenants",
-                "default",
-                "on_exceeded",
-                "redis_url",
-                "redis_cluster",
-                "estimate_output_tokens",
-                "namespace",
-                "reservation_ttl_s",
-            },
-        ),
-        check_target,
-    )
-
+    upstreams, check_target = _upstreams(top)
+    routes = _routes(top, check_target)
+    default = _default_route(top, check_target)
+    on_error = _on_classifier_error(top, upstreams, default, check_target)
+    auth = _auth(top.section("auth", keys(AuthConfig)), errors)
+    record = _record(top.section("record", keys(RecordConfig)))
+    scoring = _scoring(top, routes)
+    limits, max_body, admin_key = _server(top.section("server", _SERVER))
+    budgets = _budgets(top.section("budgets", keys(BudgetConfig) | {"on_exceeded"}), check_target)
     cache = _cache(top)
-    headers = _headers(top.section("headers", {"response", "request"}))
-    embeddings = _endpoint(top.section("embeddings", {"models", "cache"}), True, check_target)
-    completions = _endpoint(top.section("completions", {"models", "cache"}), False, check_target)
-    passthrough = top.string("passthrough") or None
-    check_target(top.value_node("passthrough"), passthrough)
+    headers = _headers(top.section("headers", keys(HeadersConfig)))
+    embeddings, completions = (
+        _endpoint(top.section(name, keys(EndpointConfig)), default_of(Policy, name), check_target)
+        for name in ("embeddings", "completions")
+    )
+    # Rewrites percent rules in `routes`: before the routes are frozen below.
     quantiles = _resolve_percents(routes, scoring, top.value_node("scoring") or top.node, errors)
-    ui = _ui(top.section("ui", {"enabled", "admin_key"}))
-
-    if errors or default is None or on_error is None:
-        return None
-    return Policy(
+    policy = read(
+        Policy,
+        top,
+        None,
         upstreams=upstreams,
-        models=models,
+        models=top.strings("models") or ("auto",),
         routes=tuple(routes),
         default=default,
         on_classifier_error=on_error,
@@ -274,35 +140,51 @@ def _build(top: Section, errors: Errors, source: str) -> Policy | None:
         headers=headers,
         embeddings=embeddings,
         completions=completions,
-        passthrough=passthrough,
         limits=limits,
         admin_key=admin_key,
         source=source,
-        demo=top.boolean("demo", False),
         quantiles=quantiles,
-        ui=ui,
+        ui=_ui(top.section("ui", keys(UiConfig))),
     )
+    check_target(top.value_node("passthrough"), policy.passthrough)
+    if errors or default is None or on_error is None:
+        return None
+    return policy
 
 
-def _limits(s: Section | None) -> Limits:
-    d = Limits()
-    if s is None:
-        return d
-    return Limits(
-        # 200: orjson's 254-level serialisation limit, less what wraps a request.
-        max_json_depth=s.integer("max_json_depth", d.max_json_depth, low=2, high=200),
-        max_header_bytes=int(
-            s.number("max_header_kb", d.max_header_bytes / 1024, low=1, high=1024) * 1024
-        ),
-        max_headers=s.integer("max_headers", d.max_headers, low=8),
-        header_timeout_s=s.number("header_timeout_s", d.header_timeout_s, low=0.01),
-        body_timeout_s=s.number("body_timeout_s", d.body_timeout_s, low=0.01),
-        keep_alive_s=s.number("keep_alive_s", d.keep_alive_s, low=0.01),
-        max_connections=s.integer("max_connections", d.max_connections, low=1),
-        shutdown_shadow_wait_s=s.number(
-            "shutdown_shadow_wait_s", d.shutdown_shadow_wait_s, low=0
-        ),
-    )
+def _upstreams(top: Section) -> tuple[dict[str, Upstream], CheckTarget]:
+    """The upstreams, and the check that a name used elsewhere is one of them."""
+    upstreams: dict[str, Upstream] = {}
+    ups = top.section("upstreams")
+    if ups is None:
+        top.errors.add(top.node, "missing required key 'upstreams'")
+    else:
+        for name in ups.names():
+            node = ups.value_node(name)
+            assert node is not None
+            upstream = _upstream(name, Section(node, top.errors, keys(Upstream)))
+            if upstream is not None:
+                upstreams[name] = upstream
+        if not ups.names():
+            top.errors.add(ups.node, "'upstreams' must name at least one upstream")
+
+    def check_target(node: Node | None, name: str | None) -> None:
+        if name is not None and ups is not None and name not in ups.entries:
+            known = ", ".join(sorted(ups.entries))
+            top.errors.add(node, f"unknown upstream '{name}' (known: {known})")
+
+    return upstreams, check_target
+
+
+def _upstream(name: str, s: Section) -> Upstream | None:
+    upstream = read(Upstream, s, None, name=name)
+    base_url: str | None = upstream.base_url  # None: missing (reported)
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        s.errors.add(s.value_node("base_url"), "'base_url' must start with http:// or https://")
+    model: str | None = upstream.model
+    if base_url is None or model is None:
+        return None
+    return dataclasses.replace(upstream, base_url=base_url.rstrip("/"))
 
 
 def _cloudiest(upstreams: dict[str, Upstream]) -> str | None:
@@ -312,41 +194,59 @@ def _cloudiest(upstreams: dict[str, Upstream]) -> str | None:
     return max(upstreams.values(), key=lambda u: (u.price.input + u.price.output, u.name)).name
 
 
-def _upstream(name: str, s: Section) -> Upstream | None:
-    base_url = s.string("base_url", required=True)
-    model = s.string("model", required=True)
-    if base_url is not None and not base_url.startswith(("http://", "https://")):
-        s.errors.add(s.value_node("base_url"), "'base_url' must start with http:// or https://")
-    api_key = s.string("api_key") or None
-    price = Price()
-    if (p := s.section("price", {"input", "output"})) is not None:
-        price = Price(p.number("input", 0.0, low=0), p.number("output", 0.0, low=0))
-    timeouts = Timeouts()
-    if (t := s.section("timeouts", {"connect", "first_byte", "read", "total"})) is not None:
-        d = Timeouts()
-        timeouts = Timeouts(
-            connect=t.number("connect", d.connect, low=0.001),
-            first_byte=t.number("first_byte", d.first_byte, low=0.001),
-            read=t.number("read", d.read, low=0.001),
-            total=t.number("total", d.total, low=0.001),
+def _routes(top: Section, check_target: CheckTarget) -> list[Route]:
+    routes: list[Route] = []
+    seen: set[str] = set()
+    for i, node in enumerate(top.sequence("routes")):
+        route = _route(Section(node, top.errors, keys(Route)), f"route-{i + 1}", check_target)
+        if route is None:
+            continue
+        if route.name in seen:
+            top.errors.add(node, f"duplicate route name '{route.name}'")
+        seen.add(route.name)
+        routes.append(route)
+    return routes
+
+
+def _default_route(top: Section, check_target: CheckTarget) -> Route | None:
+    s = top.section("default", keys(Route) - {"match"})
+    if s is None:
+        top.errors.add(
+            top.node, "missing required key 'default' (the route taken when no rule matches)"
         )
-    breaker = BreakerConfig()
-    if (b := s.section("breaker", {"failures", "cooldown"})) is not None:
-        breaker = BreakerConfig(b.integer("failures", 5, low=1), b.number("cooldown", 10.0, low=0))
-    if base_url is None or model is None:
         return None
-    return Upstream(
-        name=name,
-        base_url=base_url.rstrip("/"),
-        model=model,
-        api_key=api_key,
-        price=price,
-        timeouts=timeouts,
-        retries=s.integer("retries", 1, low=0),
-        backoff=s.number("backoff", 0.05, low=0),
-        breaker=breaker,
-        max_connections=s.integer("max_connections", 256, low=1),
-    )
+    return _route(s, "default", check_target)
+
+
+def _on_classifier_error(
+    top: Section, upstreams: dict[str, Upstream], default: Route | None, check: CheckTarget
+) -> str | None:
+    on_error = top.string("on_classifier_error")
+    if on_error is None and default is not None:
+        on_error = _cloudiest(upstreams) or default.target
+    check(top.value_node("on_classifier_error"), on_error)
+    return on_error
+
+
+def _server(s: Section | None) -> tuple[Limits, int, str | None]:
+    """`server:`: the limits, plus `max_body_mb` and `admin_key`, which live on Policy."""
+    default_body: int = default_of(Policy, "max_body_bytes")
+    if s is None:
+        return Limits(), default_body, None
+    max_body = s.number("max_body_mb", default_body / _MiB, low=0.001)
+    return read(Limits, s), int(max_body * _MiB), s.string("admin_key") or None
+
+
+def _scoring(top: Section, routes: list[Route]) -> ScoringConfig:
+    """A written `scoring:` is on unless it says otherwise; score rules turn it on."""
+    s = top.section("scoring", keys(ScoringConfig))
+    scoring = ScoringConfig() if s is None else read(ScoringConfig, s, ScoringConfig(enabled=True))
+    scored = any(r.match.score for r in routes)
+    if scored and not scoring.enabled and top.has("scoring"):
+        top.errors.add(top.value_node("scoring"), "routes match on 'score' but scoring is disabled")
+    if scored and not top.has("scoring"):
+        scoring = ScoringConfig(enabled=True)
+    return scoring
 
 
 def _range(s: Section | None) -> Range | None:
@@ -420,70 +320,71 @@ def _is_percent(r: Range) -> bool:
     return r.top_percent is not None or r.bottom_percent is not None
 
 
-def _route(s: Section, fallback_name: str, check_target: object) -> Route | None:
-    assert callable(check_target)
-    name = s.string("name", fallback_name) or fallback_name
-    target = s.string("target", required=True)
+def _route(s: Section, fallback_name: str, check_target: CheckTarget) -> Route | None:
+    route = read(
+        Route,
+        s,
+        None,
+        name=read_key(Route, "name", s, fallback_name),
+        match=_match(s.section("match", keys(Match))),
+        rollout=_rollout(s.section("rollout", keys(Rollout)), check_target),
+        shadow=_shadow(s.section("shadow", keys(Shadow)), check_target),
+    )
+    target: str | None = route.target
     check_target(s.value_node("target"), target)
-    fallbacks = s.strings("fallbacks") or ()
-    fb_node = s.value_node("fallbacks")
-    for fb in fallbacks:
-        check_target(fb_node, fb)
-    match = Match()
-    if (m := s.section("match", _MATCH)) is not None:
-        headers: list[tuple[str, frozenset[str] | None]] = []
-        if (h := m.section("headers")) is not None:
-            for header in h.names():
-                node = h.value_node(header)
-                assert node is not None
-                if isinstance(node, yaml.ScalarNode) and node.value in ("*", ""):
-                    headers.append((header.lower(), None))
-                else:
-                    values = strings_of(node, s.errors, header)
-                    headers.append((header.lower(), frozenset(values or ())))
-        models = m.strings("model")
-        tenants = m.strings("tenant")
-        match = Match(
-            models=frozenset(models) if models is not None else None,
-            tenants=frozenset(tenants) if tenants is not None else None,
-            headers=tuple(headers),
-            prompt_chars=_range(m.section("prompt_chars", _RANGE)),
-            prompt_tokens=_range(m.section("prompt_tokens", _RANGE)),
-            score=_score_range(m.section("score", _SCORE_RANGE)),
+    for fallback in route.fallbacks:
+        check_target(s.value_node("fallbacks"), fallback)
+    return None if target is None else route
+
+
+def _match(m: Section | None) -> Match:
+    if m is None:
+        return Match()
+    headers: list[tuple[str, frozenset[str] | None]] = []
+    if (h := m.section("headers")) is not None:
+        for header in h.names():
+            node = h.value_node(header)
+            assert node is not None
+            if isinstance(node, yaml.ScalarNode) and node.value in ("*", ""):
+                headers.append((header.lower(), None))
+            else:
+                values = strings_of(node, m.errors, header)
+                headers.append((header.lower(), frozenset(values or ())))
+    return read(
+        Match,
+        m,
+        None,
+        headers=tuple(headers),
+        prompt_chars=_range(m.section("prompt_chars", _RANGE)),
+        prompt_tokens=_range(m.section("prompt_tokens", _RANGE)),
+        score=_score_range(m.section("score", _SCORE_RANGE)),
+    )
+
+
+def _rollout(r: Section | None, check_target: CheckTarget) -> Rollout | None:
+    if r is None:
+        return None
+    target = r.string("target", required=True)
+    check_target(r.value_node("target"), target)
+    sticky = r.string("sticky", "conversation") or "conversation"
+    if sticky not in ("tenant", "conversation", "request") and not sticky.startswith("header:"):
+        r.errors.add(
+            r.value_node("sticky"),
+            "'sticky' must be tenant, conversation, request or header:<name>",
         )
-    rollout = None
-    if (r := s.section("rollout", {"percent", "target", "sticky"})) is not None:
-        r_target = r.string("target", required=True)
-        check_target(r.value_node("target"), r_target)
-        sticky = r.string("sticky", "conversation") or "conversation"
-        if sticky not in ("tenant", "conversation", "request") and not sticky.startswith("header:"):
-            s.errors.add(
-                r.value_node("sticky"),
-                "'sticky' must be tenant, conversation, request or header:<name>",
-            )
-        if r_target is not None:
-            rollout = Rollout(r.number("percent", 0.0, low=0, high=100), r_target, sticky.lower())
-    shadow = None
-    if (sh := s.section("shadow", {"percent", "target"})) is not None:
-        sh_target = sh.string("target", required=True)
-        check_target(sh.value_node("target"), sh_target)
-        if sh_target is not None:
-            shadow = Shadow(sh.number("percent", 0.0, low=0, high=100), sh_target)
-    cache = CacheRule()
-    if (c := s.section("cache", {"enabled", "similarity"})) is not None:
-        sim = c.number("similarity", -1.0, low=-1.0, high=1.0) if c.has("similarity") else None
-        cache = CacheRule(c.boolean("enabled", True), sim)
     if target is None:
         return None
-    return Route(
-        name=name,
-        target=target,
-        match=match,
-        fallbacks=tuple(fallbacks),
-        rollout=rollout,
-        shadow=shadow,
-        cache=cache,
-    )
+    return Rollout(r.number("percent", 0.0, low=0, high=100), target, sticky.lower())
+
+
+def _shadow(s: Section | None, check_target: CheckTarget) -> Shadow | None:
+    if s is None:
+        return None
+    target = s.string("target", required=True)
+    check_target(s.value_node("target"), target)
+    if target is None:
+        return None
+    return Shadow(s.number("percent", 0.0, low=0, high=100), target)
 
 
 def _auth(s: Section | None, errors: Errors) -> AuthConfig:
@@ -498,62 +399,29 @@ def _auth(s: Section | None, errors: Errors) -> AuthConfig:
             errors.add(entry.value_node("key"), "'key' is empty")
         elif key and tenant:
             keys[hashlib.sha256(key.encode()).hexdigest()] = tenant
-    header = s.string("tenant_header", "x-tenant-id")
-    return AuthConfig(
-        keys=keys,
-        tenant_header=header.lower() if header else None,
-        default_tenant=s.string("default_tenant", "default") or "default",
-        max_tenant_chars=s.integer("max_tenant_chars", AuthConfig().max_tenant_chars, low=1),
-    )
+    return read(AuthConfig, s, None, keys=keys)
 
 
 def _record(s: Section | None) -> RecordConfig:
     if s is None:
         return RecordConfig()
-    d = RecordConfig()
-    path = s.string("path", d.path)
-    sink = s.string("sink", d.sink) or d.sink
-    if sink not in ("jsonl", "redis"):
-        s.errors.add(s.value_node("sink"), "'sink' must be 'jsonl' or 'redis'")
-    headers = tuple(h.lower() for h in s.strings("headers") or ())
-    for header in headers:
+    record = read(RecordConfig, s)
+    for header in record.headers:
         if header in SECRET_HEADERS:
             s.errors.add(s.value_node("headers"), f"'{header}' carries credentials: not recordable")
-    return RecordConfig(
-        headers=tuple(h for h in headers if h not in SECRET_HEADERS),
-        sink=sink,
-        redis_url=s.string("redis_url", d.redis_url) or d.redis_url,
-        redis_cluster=s.boolean("redis_cluster", d.redis_cluster),
-        stream=s.string("stream", d.stream) or d.stream,
-        maxlen=s.integer("maxlen", d.maxlen, low=1),
-        max_queue=s.integer("max_queue", d.max_queue, low=1),
-        path=path or None,
-        rotate_mb=s.number("rotate_mb", d.rotate_mb, low=0.001),
-        keep=s.integer("keep", d.keep, low=1),
-        prompts=s.boolean("prompts", d.prompts),
+    return dataclasses.replace(
+        record, headers=tuple(h for h in record.headers if h not in SECRET_HEADERS)
     )
 
 
 def _ui(s: Section | None) -> UiConfig:
     if s is None:
         return UiConfig()
-    key = s.string("admin_key")
-    if key == "":
-        s.errors.add(s.value_node("admin_key"), "'admin_key' is empty (omit it for no key)")
-    return UiConfig(enabled=s.boolean("enabled", True), admin_key=key or None)
-
-
-def _scoring(s: Section | None) -> ScoringConfig:
-    if s is None:
-        return ScoringConfig()
-    d = ScoringConfig()
-    return ScoringConfig(
-        enabled=s.boolean("enabled", True),
-        model=s.string("model") or None,
-        quantiles=s.string("quantiles") or None,
-        max_batch=s.integer("max_batch", d.max_batch, low=1),
-        max_wait_ms=s.number("max_wait_ms", d.max_wait_ms, low=0),
-    )
+    ui = read(UiConfig, s)
+    node = s.value_node("admin_key")
+    if isinstance(node, yaml.ScalarNode) and ui.admin_key is None:
+        s.errors.add(node, "'admin_key' is empty (omit it for no key)")
+    return ui
 
 
 def _header_rules(s: Section, name: str, never: frozenset[str]) -> HeaderRules | None:
@@ -582,11 +450,10 @@ def _headers(s: Section | None) -> HeadersConfig:
     )
 
 
-def _endpoint(s: Section | None, cache: bool, check_target: object) -> EndpointConfig:
+def _endpoint(s: Section | None, base: EndpointConfig, check_target: CheckTarget) -> EndpointConfig:
     """`embeddings:` / `completions:`: `models: {name: upstream | {upstream, model}}`."""
     if s is None:
-        return EndpointConfig(cache=cache)
-    assert callable(check_target)
+        return base
     models: dict[str, tuple[str, str]] = {}
     if (m := s.section("models")) is not None:
         for name in m.names():
@@ -601,53 +468,33 @@ def _endpoint(s: Section | None, cache: bool, check_target: object) -> EndpointC
             check_target(node, upstream)
             if upstream:
                 models[name] = (upstream, model)
-    return EndpointConfig(models=models, cache=s.boolean("cache", cache))
+    return read(EndpointConfig, s, base, models=models)
 
 
-def _caps(s: Section | None) -> Caps | None:
+def _budgets(s: Section | None, check_target: CheckTarget) -> BudgetConfig | None:
     if s is None:
         return None
-    daily = s.number("daily_usd", -1.0, low=0) if s.has("daily_usd") else None
-    monthly = s.number("monthly_usd", -1.0, low=0) if s.has("monthly_usd") else None
-    return Caps(daily, monthly)
-
-
-def _budgets(s: Section | None, check_target: object) -> BudgetConfig | None:
-    if s is None:
-        return None
-    assert callable(check_target)
     tenants: dict[str, Caps] = {}
     if (t := s.section("tenants")) is not None:
         for name in t.names():
             node = t.value_node(name)
             assert node is not None
-            caps = _caps(Section(node, s.errors, {"daily_usd", "monthly_usd"}))
-            if caps is not None:
-                tenants[name] = caps
-    default = _caps(s.section("default", {"daily_usd", "monthly_usd"}))
-    action, target = "route", None
-    if (e := s.section("on_exceeded", {"action", "target"})) is not None:
-        action = e.string("action", "route") or "route"
-        if action not in ("route", "reject"):
-            s.errors.add(e.value_node("action"), "'action' must be 'route' or 'reject'")
-        target = e.string("target")
-        check_target(e.value_node("target"), target)
-        if action == "route" and target is None:
-            s.errors.add(e.node, "'on_exceeded' with action 'route' needs a 'target'")
-    else:
+            tenants[name] = read(Caps, Section(node, s.errors, keys(Caps)))
+    action, target = _on_exceeded(s, check_target)
+    return read(BudgetConfig, s, None, tenants=tenants, action=action, target=target)
+
+
+def _on_exceeded(s: Section, check_target: CheckTarget) -> tuple[str, str | None]:
+    e = s.section("on_exceeded", {"action", "target"})
+    if e is None:
         s.errors.add(s.node, "'budgets' needs 'on_exceeded' (action: route + target, or reject)")
-    d = BudgetConfig()
-    return BudgetConfig(
-        tenants=tenants,
-        default=default,
-        action=action,
-        target=target,
-        redis_url=s.string("redis_url", d.redis_url) or d.redis_url,
-        redis_cluster=s.boolean("redis_cluster", d.redis_cluster),
-        estimate_output_tokens=s.integer("estimate_output_tokens", d.estimate_output_tokens, low=1),
-        namespace=s.string("namespace", d.namespace) or d.namespace,
-        reservation_ttl_s=s.number("reservation_ttl_s", d.reservation_ttl_s, low=1),
-    )
+        return "route", None
+    action: str = read_key(BudgetConfig, "action", e)
+    target = e.string("target")
+    check_target(e.value_node("target"), target)
+    if action == "route" and target is None:
+        s.errors.add(e.node, "'on_exceeded' with action 'route' needs a 'target'")
+    return action, target
 
 
 def _cache(top: Section) -> CacheConfig | None:
@@ -655,20 +502,8 @@ def _cache(top: Section) -> CacheConfig | None:
     node = top.value_node("cache")
     if node is None:
         return None
-    types = {f.name: str(f.type) for f in dataclasses.fields(CacheConfig)}
-    defaults = CacheConfig()
-    s = Section(node, top.errors, set(types))
-    values: dict[str, object] = {}
-    for name in s.names():
-        kind, default = types.get(name), getattr(defaults, name, None)
-        if kind == "bool":
-            values[name] = s.boolean(name, bool(default))
-        elif kind == "int":
-            values[name] = s.integer(name, int(default or 0), low=0)
-        elif kind == "float":
-            high = 1.0 if name == "similarity" else None
-            values[name] = s.number(name, float(default or 0), low=0, high=high)
-        elif kind is not None:
-            values[name] = s.string(name) or None
-    config = CacheConfig(**values)  # type: ignore[arg-type]
+    s = Section(node, top.errors, keys(CacheConfig))
+    # A cosine similarity; CacheConfig (below the policy) carries no Key for it.
+    similarity = s.number("similarity", default_of(CacheConfig, "similarity"), low=0, high=1.0)
+    config = read(CacheConfig, s, None, similarity=similarity)
     return config if config.enabled else None

@@ -1,17 +1,25 @@
-"""The policy: plain frozen dataclasses, built by `router.policy.loader` from YAML."""
+"""The policy: plain frozen dataclasses, built by `router.policy.loader` from YAML.
+
+The loader reads each section from these fields by their types, so a new policy
+key is one line here; `Annotated[..., Key(...)]` gives its bounds or YAML name
+(see `router.policy.keys`).
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 from router.cache.config import CacheConfig
+from router.policy.keys import INTERNAL, Key
 from router.policy.quantiles import QuantileTable
 
 __all__ = [
     "NEVER_REQUEST",
     "NEVER_RESPONSE",
     "SECRET_HEADERS",
+    "Api",
     "AuthConfig",
     "BreakerConfig",
     "BudgetConfig",
@@ -26,6 +34,7 @@ __all__ = [
     "Price",
     "Range",
     "RecordConfig",
+    "ResponsesConfig",
     "Rollout",
     "Route",
     "ScoringConfig",
@@ -33,6 +42,7 @@ __all__ = [
     "Timeouts",
     "UiConfig",
     "Upstream",
+    "UpstreamKind",
 ]
 
 
@@ -47,25 +57,33 @@ class Price:
         return (tokens_in * self.input + tokens_out * self.output) / 1_000_000
 
 
+_Seconds = Annotated[float, Key(low=0.001)]
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """Seconds. `first_byte` runs until the response headers; `read` is the longest silence."""
 
-    connect: float = 2.0
-    first_byte: float = 30.0
-    read: float = 60.0
-    total: float = 300.0
+    connect: _Seconds = 2.0
+    first_byte: _Seconds = 30.0
+    read: _Seconds = 60.0
+    total: _Seconds = 300.0
 
 
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
-    failures: int = 5
+    failures: Annotated[int, Key(low=1)] = 5
     cooldown: float = 10.0
+
+
+UpstreamKind = Literal["openai", "anthropic"]
+# The request formats an upstream serves: chat completions, responses, messages.
+Api = Literal["chat", "responses", "messages"]
 
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    name: str
+    name: Annotated[str, INTERNAL]  # its key under `upstreams:`
     base_url: str
     model: str
     api_key: str | None = field(default=None, repr=False)
@@ -74,7 +92,17 @@ class Upstream:
     retries: int = 1
     backoff: float = 0.05
     breaker: BreakerConfig = BreakerConfig()
-    max_connections: int = 256
+    max_connections: Annotated[int, Key(low=1)] = 256
+    kind: UpstreamKind = "openai"
+    # Empty (the default): the kind's own API, ("chat",) or ("messages",).
+    apis: tuple[Api, ...] = ()
+    anthropic_version: str = "2023-06-01"  # the anthropic-version header, for kind anthropic
+
+    def __post_init__(self) -> None:
+        if not self.apis:
+            object.__setattr__(
+                self, "apis", ("messages",) if self.kind == "anthropic" else ("chat",)
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +129,8 @@ class Range:
 class Match:
     """All given conditions must hold; an empty match matches everything."""
 
-    models: frozenset[str] | None = None
-    tenants: frozenset[str] | None = None
+    models: Annotated[frozenset[str] | None, Key(yaml="model")] = None
+    tenants: Annotated[frozenset[str] | None, Key(yaml="tenant")] = None
     # header name (lower case) -> allowed values; None means "present with any value"
     headers: tuple[tuple[str, frozenset[str] | None], ...] = ()
     prompt_chars: Range | None = None
@@ -131,7 +159,7 @@ class Shadow:
 @dataclass(frozen=True, slots=True)
 class CacheRule:
     enabled: bool = True
-    similarity: float | None = None
+    similarity: Annotated[float | None, Key(low=-1.0, high=1.0)] = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +177,10 @@ class Route:
 class AuthConfig:
     # sha256 hex digest of an API key -> tenant; the keys themselves are not kept
     keys: dict[str, str] = field(default_factory=dict, repr=False)
-    tenant_header: str | None = "x-tenant-id"
+    tenant_header: Annotated[str | None, Key(lower=True)] = "x-tenant-id"
     default_tenant: str = "default"
     # A longer tenant header is a 400: the tenant lands in records and metrics.
-    max_tenant_chars: int = 256
+    max_tenant_chars: Annotated[int, Key(low=1)] = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,20 +275,20 @@ class EndpointConfig:
 
 @dataclass(frozen=True, slots=True)
 class RecordConfig:
-    sink: str = "jsonl"  # "jsonl" or "redis" (a Redis Stream, for a fleet)
+    sink: Literal["jsonl", "redis"] = "jsonl"  # redis: a Redis Stream, for a fleet
     path: str | None = "records/decisions.jsonl"
-    rotate_mb: float = 100.0
-    keep: int = 5
+    rotate_mb: Annotated[float, Key(low=0.001)] = 100.0
+    keep: Annotated[int, Key(low=1)] = 5
     prompts: bool = False
     # Request headers to keep in records (lower case), e.g. the sticky key of a rollout,
     # so that replay can reproduce header rules. Never credentials.
-    headers: tuple[str, ...] = ()
+    headers: Annotated[tuple[str, ...], Key(lower=True)] = ()
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_cluster: bool = False
     stream: str = "hr:decisions"
-    maxlen: int = 1_000_000
+    maxlen: Annotated[int, Key(low=1)] = 1_000_000
     # Records waiting for the writer; beyond this they are dropped and counted.
-    max_queue: int = 100_000
+    max_queue: Annotated[int, Key(low=1)] = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +297,7 @@ class ScoringConfig:
     model: str | None = None  # a classifier directory; None = the shipped default
     # The quantile table behind `top_percent` rules; None = `quantiles.json` of the model.
     quantiles: str | None = None
-    max_batch: int = 32
+    max_batch: Annotated[int, Key(low=1)] = 32
     max_wait_ms: float = 2.0
 
 
@@ -285,16 +313,17 @@ class Caps:
 class BudgetConfig:
     tenants: dict[str, Caps] = field(default_factory=dict)
     default: Caps | None = None
-    action: str = "route"  # "route" to `target`, or "reject" with 429
-    target: str | None = None
+    # Written under `on_exceeded:`. "route" to `target`, or "reject" with 429.
+    action: Annotated[Literal["route", "reject"], INTERNAL] = "route"
+    target: Annotated[str | None, INTERNAL] = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_cluster: bool = False
     # Output tokens assumed for a request without max_tokens when reserving spend.
-    estimate_output_tokens: int = 1024
+    estimate_output_tokens: Annotated[int, Key(low=1)] = 1024
     namespace: str = "hr"
     # A reservation nothing settled (the process died, Redis was away) expires after
     # this; keep it above the longest upstream `total` timeout.
-    reservation_ttl_s: float = 900.0
+    reservation_ttl_s: Annotated[float, Key(low=1)] = 900.0
 
     def caps_for(self, tenant: str) -> Caps | None:
         return self.tenants.get(tenant, self.default)
@@ -318,19 +347,38 @@ class Limits:
 
     # orjson serialises at most 254 levels; the records and upstream bodies wrap the
     # request in a few more, so the limit stays well below that.
-    max_json_depth: int = 64
-    max_header_bytes: int = 32 * 1024  # request line and all headers together
-    max_headers: int = 100
-    header_timeout_s: float = 10.0  # from the first byte (or connect) to the last header
-    body_timeout_s: float = 30.0  # to read the whole body
-    keep_alive_s: float = 5.0  # idle time allowed between two requests on one connection
-    max_connections: int = 1000  # open connections per worker; more get a 503
+    max_json_depth: Annotated[int, Key(low=2, high=200)] = 64
+    # The request line and all headers together; written in KiB.
+    max_header_bytes: Annotated[int, Key(yaml="max_header_kb", scale=1024, low=1, high=1024)] = (
+        32 * 1024
+    )
+    max_headers: Annotated[int, Key(low=8)] = 100
+    # From the first byte (or connect) to the last header.
+    header_timeout_s: Annotated[float, Key(low=0.01)] = 10.0
+    body_timeout_s: Annotated[float, Key(low=0.01)] = 30.0  # to read the whole body
+    # Idle time allowed between two requests on one connection.
+    keep_alive_s: Annotated[float, Key(low=0.01)] = 5.0
+    # Open connections per worker; more get a 503.
+    max_connections: Annotated[int, Key(low=1)] = 1000
     # At shutdown, how long records waiting on a shadow answer wait for it.
     shutdown_shadow_wait_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
+class ResponsesConfig:
+    """The store behind the Responses API's `previous_response_id`: in memory, or Redis."""
+
+    store_ttl_s: Annotated[float, Key(low=1)] = 3600
+    max_stored: Annotated[int, Key(low=1)] = 10_000  # per worker, in memory
+    redis_url: str | None = None  # set: shared by every replica
+    redis_cluster: bool = False
+    namespace: str = "hr"
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
+    """The whole policy; each field is the top-level YAML key of the same name."""
+
     upstreams: dict[str, Upstream]
     models: tuple[str, ...]
     routes: tuple[Route, ...]
@@ -341,22 +389,25 @@ class Policy:
     scoring: ScoringConfig = ScoringConfig()
     budgets: BudgetConfig | None = None
     cache: CacheConfig | None = None  # None: no cache
-    max_body_bytes: int = 10 * 1024 * 1024
+    # `server.max_body_mb`, in bytes
+    max_body_bytes: Annotated[int, INTERNAL] = 10 * 1024 * 1024
     headers: HeadersConfig = HeadersConfig()
     embeddings: EndpointConfig = EndpointConfig()
     completions: EndpointConfig = EndpointConfig(cache=False)
     # The upstream that any other `/v1/...` path goes to as is; None: a 404 naming this.
     passthrough: str | None = None
-    limits: Limits = Limits()
-    # When set, /metrics and /readyz's details need it (Bearer or x-admin-key).
-    admin_key: str | None = field(default=None, repr=False)
-    source: str = "<policy>"
+    limits: Annotated[Limits, Key(yaml="server")] = Limits()
+    # `server.admin_key`. When set, /metrics and /readyz's details need it (Bearer or
+    # x-admin-key).
+    admin_key: Annotated[str | None, INTERNAL] = field(default=None, repr=False)
+    source: Annotated[str, INTERNAL] = "<policy>"
     demo: bool = False
     # Loaded when a score rule speaks in percent of traffic (and for reports).
-    quantiles: QuantileTable | None = None
+    quantiles: Annotated[QuantileTable | None, INTERNAL] = None
     ui: UiConfig = UiConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     # When this policy was parsed (the status page shows it); not part of equality.
-    loaded_at: float = field(default_factory=time.time, compare=False)
+    loaded_at: Annotated[float, INTERNAL] = field(default_factory=time.time, compare=False)
 
     @property
     def uses_score(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 import yaml
@@ -10,7 +11,7 @@ from router.policy.yamlnodes import Errors, Node, expand_env, mapping_items
 
 __all__ = ["Section"]
 
-T = TypeVar("T")
+N = TypeVar("N", int, float)
 _TRUE = {"true", "yes", "on"}
 _FALSE = {"false", "no", "off"}
 
@@ -72,41 +73,38 @@ class Section:
         return expanded
 
     def number(
+        self, name: str, default: float, *, low: float | None = None, high: float | None = None
+    ) -> float:
+        return self._bounded(name, default, float, "a number", low, high)
+
+    def integer(
+        self, name: str, default: int, *, low: float | None = 0, high: float | None = None
+    ) -> int:
+        return self._bounded(name, default, int, "an integer", low, high)
+
+    def _bounded(
         self,
         name: str,
-        default: float,
-        *,
-        low: float | None = None,
-        high: float | None = None,
-    ) -> float:
+        default: N,
+        parse: Callable[[str], N],
+        noun: str,
+        low: float | None,
+        high: float | None,
+    ) -> N:
         found = self._scalar(name, False)
         if found is None:
             return default
         node, text = found
         try:
-            value = float(expand_env(text)[0])
+            value = parse(expand_env(text)[0])
         except ValueError:
-            self.errors.add(node, f"'{name}' must be a number, got '{text}'")
+            self.errors.add(node, f"'{name}' must be {noun}, got '{text}'")
             return default
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"between {low} and {high}" if high is not None else f">= {low}"
-            self.errors.add(node, f"'{name}' must be {bounds}, got {text}")
-            return default
-        return value
-
-    def integer(self, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
-        found = self._scalar(name, False)
-        if found is None:
-            return default
-        node, text = found
-        try:
-            value = int(expand_env(text)[0])
-        except ValueError:
-            self.errors.add(node, f"'{name}' must be an integer, got '{text}'")
-            return default
-        if value < low or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if high is not None else f">= {low}"
-            self.errors.add(node, f"'{name}' must be {bounds}, got {value}")
+            # An integer is shown as read (after ${VAR}), a number as written.
+            shown = value if parse is int else text
+            self.errors.add(node, f"'{name}' must be {bounds}, got {shown}")
             return default
         return value
 
