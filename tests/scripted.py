@@ -208,3 +208,45 @@ async def _send_json(send: Send, status: int, data: dict[str, Any], extra: list[
     head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": raw})
+
+
+@dataclass
+class AnthropicUpstream:
+    """A fake of Anthropic's own Messages API: `x-api-key`, typed stream events."""
+
+    text: str = "Bonjour from Claude"
+    calls: list[Call] = field(default_factory=list)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        raw = await read_body(receive)
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        body = json.loads(raw or b"{}")
+        self.calls.append(Call(scope["method"], scope["path"], "", headers, body))
+        if not scope["path"].endswith("/messages"):
+            await _send_json(send, 404, {"type": "error", "error": {"type": "not_found_error", "message": "no"}}, [])
+            return
+        usage = {"input_tokens": 7, "output_tokens": 3}
+        message = {"id": "msg_up", "type": "message", "role": "assistant", "model": body["model"],
+                   "content": [{"type": "text", "text": self.text}], "stop_reason": "end_turn",
+                   "stop_sequence": None, "usage": usage}  # fmt: skip
+        if not body.get("stream"):
+            await _send_json(send, 200, message, [(b"request-id", b"req_ant_1")])
+            return
+        head = [(b"content-type", b"text/event-stream"), (b"request-id", b"req_ant_2")]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        start = {**message, "content": [], "stop_reason": None, "usage": {"input_tokens": 7, "output_tokens": 0}}
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": start},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}
+              for w in _words(self.text)),
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 3}},
+            {"type": "message_stop"},
+        ]  # fmt: skip
+        for event in events:
+            data = b"event: " + event["type"].encode() + b"\ndata: " + json.dumps(event).encode() + b"\n\n"
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})

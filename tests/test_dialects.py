@@ -158,7 +158,7 @@ def test_responses_parse_and_function_tools(make_proxy: Callable[..., Proxy]) ->
     proxy.local.answer = completion_of(None, tool_calls=[call])  # type: ignore[arg-type]
     tools: list[Any] = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
     asked = client.responses.create(model="auto", input="Weather in Rome?", tools=tools)
-    fc = [o for o in asked.output if o.type == "function_call"][0]
+    fc = next(o for o in asked.output if o.type == "function_call")
     assert fc.name == "get_weather" and fc.call_id == "call_9"
     proxy.local.answer = completion_of("Sunny in Rome.")
     done = client.responses.create(
@@ -181,8 +181,54 @@ def test_same_prompt_scores_and_caches_alike_across_dialects(make_proxy: Callabl
     assert again.headers["x-router-cache"] == "hit"  # the answer stored by a chat request
     assert again.parse().output_text == "Hello there friend"
     third = claude(proxy).messages.with_raw_response.create(
-        model="auto", max_tokens=50, temperature=0, messages=[{"role": "user", "content": ask}]
+        model="auto", max_tokens=50, extra_body={"temperature": 0},
+        messages=[{"role": "user", "content": ask}],
     )
     # Anthropic requests carry max_tokens, which is part of the scope: a separate entry.
     assert third.headers["x-router-cache"] in ("miss", "hit")
     assert len(proxy.local.chat_calls()) <= 2
+
+
+def test_every_dialect_reaches_an_anthropic_native_upstream(tmp_path: Any) -> None:
+    from contextlib import ExitStack
+
+    from scripted import AnthropicUpstream
+    from servers import serve
+
+    from router.app import create_app
+
+    upstream = AnthropicUpstream()
+    with ExitStack() as stack:
+        url = stack.enter_context(serve(upstream, lifespan="off"))
+        records = tmp_path / "r.jsonl"
+        policy = tmp_path / "p.yaml"
+        policy.write_text(
+            "upstreams:\n"
+            f"  claude: {{kind: anthropic, base_url: {url}/v1, model: claude-sonnet-4-5, api_key: sk-ant-up-123,"
+            " price: {input: 3, output: 15}}\n"
+            f"default: {{target: claude}}\nrecord: {{path: {records}}}\n"
+        )
+        app = create_app(str(policy), scorer_factory=None)
+        base = stack.enter_context(serve(app))
+        chat = openai.OpenAI(base_url=base + "/v1", api_key="k", max_retries=0)
+        answer = chat.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Hi"}])
+        assert answer.choices[0].message.content == "Bonjour from Claude"
+        assert answer.usage is not None and answer.usage.prompt_tokens == 7
+        sent = upstream.calls[-1]
+        assert sent.path == "/v1/messages" and sent.headers["x-api-key"] == "sk-ant-up-123"
+        assert "authorization" not in sent.headers and sent.headers["anthropic-version"]
+        assert sent.body["model"] == "claude-sonnet-4-5" and sent.body["max_tokens"] > 0
+        streamed = chat.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "Bonjour from Claude"
+        with chat.responses.stream(model="auto", input="Hi") as stream:
+            assert stream.get_final_response().output_text == "Bonjour from Claude"
+        claude_client = anthropic.Anthropic(base_url=base, api_key="k", max_retries=0)
+        with claude_client.messages.stream(
+            model="auto", max_tokens=20, messages=[{"role": "user", "content": "Hi"}]
+        ) as s:
+            assert "".join(s.text_stream) == "Bonjour from Claude"
+        app.runtime.sink.flush()
+        rows = [json.loads(line) for line in records.read_text().splitlines()]
+        assert rows[0]["tokens_in"] == 7 and rows[0]["cost_usd"] == pytest.approx((7 * 3 + 3 * 15) / 1e6)

@@ -124,7 +124,7 @@ def test_health_ready_metrics(stack: Stack) -> None:
     assert ready["status"] == "ready" and set(ready["upstreams"]) == {"local", "cloud"}
     client(stack).chat.completions.create(model="auto", messages=[{"role": "user", "content": "m"}])
     metrics = httpx.get(f"{stack.url}/metrics").text
-    assert 'router_requests_total{route="local",rule="default",status="200"}' in metrics
+    assert 'router_requests_total{dialect="chat",route="local",rule="default",status="200"}' in metrics
 
 
 @pytest.mark.parametrize("sep", ["lf-no-final-blank", "crlf"])

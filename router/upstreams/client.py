@@ -21,7 +21,12 @@ from typing import Any
 import httpx
 import orjson
 
-from router.errors import UpstreamFailure
+from router.errors import RouterError, UpstreamFailure
+from router.formats.anthropic_upstream import (
+    ChatFromAnthropicStream,
+    from_anthropic_message,
+    to_anthropic_request,
+)
 from router.outcomes.metrics import BREAKER_OPEN
 from router.policy.model import Upstream
 from router.upstreams.breaker import CircuitBreaker
@@ -54,6 +59,8 @@ class UpstreamReply:
     headers_at: float
     attempts: int
     _chunks: AsyncIterator[bytes] | None = None
+    # An Anthropic upstream's answer, read back as chat (None: it is chat already).
+    translate: ChatFromAnthropicStream | None = None
 
     async def aclose(self) -> None:
         await self.response.aclose()
@@ -69,7 +76,7 @@ class UpstreamReply:
         parts: list[bytes] = []
         try:
             async with asyncio.timeout(max(deadline - time.perf_counter(), 0.001)):
-                chunks = self.chunks()
+                chunks = self.response.aiter_raw()  # a whole body: no stream translation
                 while True:
                     # A body that stops arriving for `read` seconds has stalled.
                     async with asyncio.timeout(silence):
@@ -88,6 +95,9 @@ class UpstreamReply:
         data = parse_json(raw)
         if data is None:
             raise self._broken("bad_response", "the answer is not a JSON object")
+        if self.translate is not None:
+            data = from_anthropic_message(data)
+            raw = orjson.dumps(data)
         return raw, data
 
     async def first_events(self, deadline: float, buffer: EventBuffer) -> bytes:
@@ -120,9 +130,14 @@ class UpstreamReply:
         return events
 
     def chunks(self) -> AsyncIterator[bytes]:
-        """The raw body; one iterator per reply, so reading can resume after `first_events`."""
+        """The raw body; one iterator per reply, so reading can resume after `first_events`.
+
+        From an Anthropic upstream, the body is its Messages events rewritten as chat
+        chunk events, so that everything after this reads one format.
+        """
         if self._chunks is None:
-            self._chunks = self.response.aiter_raw()
+            raw = self.response.aiter_raw()
+            self._chunks = raw if self.translate is None else _as_chat(raw, self.translate)
         return self._chunks
 
     def _broken(self, kind: str, detail: str) -> UpstreamFailure:
@@ -145,20 +160,29 @@ class UpstreamClient:
         self.transport = transport or make_transport(max_connections=config.max_connections)
         url = httpx.URL(config.base_url)
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
-        if config.api_key:
+        self.anthropic = config.kind == "anthropic"
+        if self.anthropic:
+            # Anthropic's own API: its key header and version, chat bodies translated.
+            headers["anthropic-version"] = config.anthropic_version
+            if config.api_key:
+                headers["x-api-key"] = config.api_key
+        elif config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
         elif url.username or url.password:
             # userinfo in base_url is basic auth; it is sent as a header, never in the URL.
             pair = f"{url.username}:{url.password}".encode()
             headers["authorization"] = "Basic " + base64.b64encode(pair).decode()
         self.base = url.copy_with(username=None, password=None)
-        self.url = str(self.base.join(self.base.path.rstrip("/") + "/chat/completions"))
+        path = "/messages" if self.anthropic else "/chat/completions"
+        self.url = str(self.base.join(self.base.path.rstrip("/") + path))
         self._url = httpx.URL(self.url)
         self._headers = httpx.Headers(headers)
         timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.connect)
         self._extensions = {"timeout": timeout.as_dict()}
 
     def payload(self, body: dict[str, Any]) -> bytes:
+        if self.anthropic:
+            return orjson.dumps(to_anthropic_request(body, self.config.model))
         out = dict(body)
         out["model"] = self.config.model
         return orjson.dumps(out)
@@ -221,7 +245,12 @@ class UpstreamClient:
                 status = response.status_code
                 if 200 <= status < 300:
                     self.breaker.success()
-                    return UpstreamReply(self, response, started, time.perf_counter(), attempt)
+                    reply = UpstreamReply(self, response, started, time.perf_counter(), attempt)
+                    if self.anthropic:
+                        reply.translate = ChatFromAnthropicStream(
+                            include_usage=_asks_usage(payload)
+                        )
+                    return reply
                 failure = await self._failure(response)
                 if failure.kind == "client_error":
                     # The request's fault, not the upstream's: no retry, no fallback,
@@ -305,6 +334,34 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+async def _as_chat(
+    raw: AsyncIterator[bytes], translate: ChatFromAnthropicStream
+) -> AsyncIterator[bytes]:
+    buffer = EventBuffer()
+    async for chunk in raw:
+        out: list[bytes] = []
+        for payload in payloads(buffer.feed(chunk)):
+            event = event_data(payload)
+            if event is None:
+                continue
+            try:
+                chunks = translate.feed(event)
+            except RouterError as exc:  # an `error` event: the chat stream's error event
+                out.append(b"data: " + exc.body() + b"\n\n")
+                continue
+            out.extend(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
+            if translate.done:
+                out.append(b"data: [DONE]\n\n")
+        if out:
+            yield b"".join(out)
+
+
+def _asks_usage(payload: bytes) -> bool:
+    # The chat body asked for usage when it was turned into this payload; Anthropic
+    # always reports it, so the translated stream carries it whenever it may.
+    return b'"stream":true' in payload
 
 
 def retry_after_of(headers: httpx.Headers) -> float | None:
