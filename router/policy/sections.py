@@ -95,7 +95,7 @@ def read(cls: type[T], s: Section, base: T | None = None, /, **given: Any) -> T:
             raise TypeError(f"{cls.__name__}.{f.name} is not in YAML: pass it")
         elif base is not None:
             values[f.name] = default  # else the dataclass applies its own (factory) default
-    return typing.cast(Any, cls)(**values)  # type: ignore[no-any-return]
+    return typing.cast(T, typing.cast(Any, cls)(**values))
 
 
 def read_key(cls: type, name: str, s: Section, default: Any = _NO_DEFAULT) -> Any:
