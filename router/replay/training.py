@@ -283,7 +283,7 @@ def train(
     QuantileTable.from_scores(
         new_scores, source=f"router train: {len(texts)} record prompts", model=out.name
     ).write(out / QUANTILES_FILE)
-
+    held_labels, held_routing, table = _held_out(examples, is_held, y, old_scores, new_scores)
     summary: dict[str, Any] = {
         "base": str(base_dir),
         "warm_start": warm,
@@ -295,19 +295,9 @@ def train(
         "strong_needed_rate": float(y.mean()),
         "labelled_without_text": textless,
         "onnx_head_max_diff": drift,
-        "held_out_labels": {},
-        "held_out_routing": {},
+        "held_out_labels": held_labels,
+        "held_out_routing": held_routing,
     }
-    table = ""
-    if is_held.any():
-        summary["held_out_labels"] = {
-            "old": _label_metrics(old_scores[is_held].astype(np.float64), y[is_held]),
-            "new": _label_metrics(new_scores[is_held].astype(np.float64), y[is_held]),
-        }
-        held = [ex for ex in examples if is_holdout(ex.request_id, holdout)]
-        routing = _held_out_routing(held, is_held, old_scores, new_scores)
-        if routing is not None:
-            summary["held_out_routing"], table = routing
     (out / "train-report.json").write_text(json.dumps(summary, indent=2) + "\n")
     return TrainResult(out=out, summary=summary, table=table)
 
@@ -383,6 +373,27 @@ def _head_drift(new_scores: npt.NDArray[np.float32], expected: FloatArray) -> fl
     if drift > 1e-3:
         raise RuntimeError(f"the written head disagrees with the fitted one (max diff {drift})")
     return drift
+
+
+def _held_out(
+    examples: Sequence[Example],
+    is_held: npt.NDArray[np.bool_],
+    y: FloatArray,
+    old_scores: npt.NDArray[np.float32],
+    new_scores: npt.NDArray[np.float32],
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Old against new head on the held-out records: label metrics, routing, its table."""
+    if not is_held.any():
+        return {}, {}, ""
+    labels = {
+        "old": _label_metrics(old_scores[is_held].astype(np.float64), y[is_held]),
+        "new": _label_metrics(new_scores[is_held].astype(np.float64), y[is_held]),
+    }
+    held = [ex for ex, h in zip(examples, is_held.tolist(), strict=True) if h]
+    routing = _held_out_routing(held, is_held, old_scores, new_scores)
+    if routing is None:
+        return labels, {}, ""
+    return labels, routing[0], routing[1]
 
 
 def _held_out_routing(
