@@ -328,7 +328,7 @@ class Replay:
                 "by_pair": by_pair,
                 "sample": changes[:change_sample],
             },
-            "labels": self._label_counts(),
+            "labels": _label_counts(self.p.labels, int(self.paired_mask().sum())),
             "oracle": self.oracle(),
             "inputs": {
                 "scored_records": int(scores.size),
@@ -336,7 +336,7 @@ class Replay:
                 "conversation_exact": self.p.conversation_exact,
             },
             "histogram": _score_histogram(scores),
-            "per_group": self._per_group(cand.target),
+            "per_group": _per_group_shares(self.p.groups, self.names, cand.target),
             "sweep": sweep.points() if sweep is not None else None,
             "eval": sweep.eval_metrics() if sweep is not None else {},
         }
@@ -388,33 +388,33 @@ class Replay:
         )
         return out
 
-    def _label_counts(self) -> dict[str, Any]:
-        labels, n = self.p.labels, len(self.p)
-        return {
-            "labelled_records": sum(lab.labelled for lab in labels),
-            "coverage": sum(lab.labelled for lab in labels) / max(n, 1),
-            "paired_records": int(self.paired_mask().sum()),
-            "by_source": dict(Counter(lab.source for lab in labels)),
-            "feedback_entries": sum(lab.feedback for lab in labels),
-            "shadow_pairs": sum(lab.shadow_pair for lab in labels),
-        }
 
-    def _per_group(self, target: IntArray) -> dict[str, Any]:
-        """The candidate's shares per record group; empty when there is one group."""
-        groups = dict.fromkeys(self.p.groups)
-        if len(groups) <= 1:
-            return {}
-        g_arr = np.asarray(self.p.groups, dtype=object)
-        out: dict[str, Any] = {}
-        for g in groups:
-            m = g_arr == g
-            out[g] = {
-                "requests": int(m.sum()),
-                "share": {
-                    name: float((target[m] == i).mean()) for i, name in enumerate(self.names)
-                },
-            }
-        return out
+def _label_counts(labels: Sequence[Labels], paired_records: int) -> dict[str, Any]:
+    n = len(labels)
+    return {
+        "labelled_records": sum(lab.labelled for lab in labels),
+        "coverage": sum(lab.labelled for lab in labels) / max(n, 1),
+        "paired_records": paired_records,
+        "by_source": dict(Counter(lab.source for lab in labels)),
+        "feedback_entries": sum(lab.feedback for lab in labels),
+        "shadow_pairs": sum(lab.shadow_pair for lab in labels),
+    }
+
+
+def _per_group_shares(groups: list[str], names: list[str], target: IntArray) -> dict[str, Any]:
+    """The candidate's shares per record group; empty when there is one group."""
+    distinct = dict.fromkeys(groups)
+    if len(distinct) <= 1:
+        return {}
+    g_arr = np.asarray(groups, dtype=object)
+    out: dict[str, Any] = {}
+    for g in distinct:
+        m = g_arr == g
+        out[g] = {
+            "requests": int(m.sum()),
+            "share": {name: float((target[m] == i).mean()) for i, name in enumerate(names)},
+        }
+    return out
 
 
 def _score_histogram(scores: FloatArray) -> dict[str, Any]:
