@@ -272,8 +272,6 @@ def train(
     fitted, expected = _fit_head(old_scores, _features(emb, texts), y, is_held, l2=l2, warm=warm)
 
     out = Path(out)
-    if out.resolve() == base_dir.resolve():
-        raise ValueError("--out must differ from the base classifier directory")
     _write_classifier(out, base_dir, old_meta, fitted, n_train=int((~is_held).sum()), l2=l2)
 
     new_scores, _ = _score_all(make(out), texts)
@@ -345,6 +343,8 @@ def _write_classifier(
     l2: float,
 ) -> None:
     """The base directory's tokenizer and metadata with the fitted head in its graph."""
+    if out.resolve() == base_dir.resolve():
+        raise ValueError("--out must differ from the base classifier directory")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(old_meta.tokenizer_file, out / "tokenizer.json")
     base_model = old_meta.model_file.read_bytes()
