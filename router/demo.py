@@ -132,24 +132,7 @@ class DemoUpstream:
         }
         cid = "chatcmpl-demo-" + hashlib.sha256(text.encode()).hexdigest()[:12]
         if not request.get("stream"):
-            await _json(
-                send,
-                200,
-                {
-                    "id": cid,
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": usage,
-                },
-            )
+            await _json(send, 200, _completion(cid, model, text, usage))
             return
         await send(
             {
@@ -158,19 +141,13 @@ class DemoUpstream:
                 "headers": [(b"content-type", b"text/event-stream")],
             }
         )
-        words = text.split(" ")
-        step = max(1, -(-len(words) // self.chunks))
-        pieces = [
-            " ".join(words[i : i + step]) + (" " if i + step < len(words) else "")
-            for i in range(0, len(words), step)
-        ]
         base = {
             "id": cid,
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": model,
         }
-        for i, piece in enumerate(pieces):
+        for i, piece in enumerate(_pieces(text, self.chunks)):
             delta: dict[str, Any] = {"content": piece}
             if i == 0:
                 delta["role"] = "assistant"
@@ -181,6 +158,33 @@ class DemoUpstream:
         if (request.get("stream_options") or {}).get("include_usage"):
             tail += _event({**base, "choices": [], "usage": usage})
         await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
+
+
+def _completion(cid: str, model: Any, text: str, usage: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage,
+    }
+
+
+def _pieces(text: str, chunks: int) -> list[str]:
+    """`text` in about `chunks` runs of whole words, spaces kept, for the stream."""
+    words = text.split(" ")
+    step = max(1, -(-len(words) // chunks))
+    return [
+        " ".join(words[i : i + step]) + (" " if i + step < len(words) else "")
+        for i in range(0, len(words), step)
+    ]
 
 
 def _event(data: dict[str, Any]) -> bytes:

@@ -125,7 +125,6 @@ def render_text(advice: dict[str, Any]) -> str:
     """The advice for a terminal: every candidate's figures, then the verdict and the diff."""
     lab = advice["labels"]
     cur = advice["current"]
-    opts = advice["options"]
     lines = [
         f"{advice['records']} records; {lab['rated_pairs']} rated by both "
         f"{advice['strong']} and {advice['weak']} ({lab['shadow_pairs']} shadow pairs, "
@@ -137,52 +136,65 @@ def render_text(advice: dict[str, Any]) -> str:
         "per moved request; coverage: rated / requests the step can move)",
     ]
     for c in advice["candidates"]:
-        q = c["quality_change"]
-        cov = c["coverage"]
-        mark = "ok" if c["safe"] else ("few labels" if not cov["enough"] else "too risky")
-        if c["kind"] == "start_shadow":
-            mark = "measures"
-        elif not c["moved"]:
-            mark = "moves nothing"
-        elif c["cost_change"]["usd"] >= 0:
-            mark = "costs more"
-        lines.append(f"  {c['title']}")
-        lines.append(
-            f"      moves {c['moved_share']:.1%}  cost {_range(c['cost_change']['relative'], _pct)}"
-            f"  quality {_range(q['moved'] if q else None, _num)}"
-            f"  coverage {cov['rated']}/{cov['reach']}  [{mark}]"
-        )
+        lines += _candidate_lines(c)
     lines.append("")
-    verdict = advice["verdict"]
-    heading = {
-        "step": "Recommended",
-        "not_enough_labels": f"Not enough labels (a step needs {opts['min_labels']} rated "
-        "requests among those it can move)",
-        "hold": "Hold",
-        "done": "Nothing left to move",
-    }[verdict]
-    if advice.get("recommended"):
-        lines.append(f"{heading}: {advice['recommended']}")
-        rec = advice["candidates"][advice["recommended_index"]]
-        per_req = (rec["quality_change"] or {}).get("per_request")
-        lines.append(
-            f"  cost {_range(rec['cost_change']['relative'], _pct)}"
-            f" ({rec['cost_change']['per_1k_usd']:+.4f} USD per 1k requests)"
-        )
-        if rec["quality_change"]:
-            lines.append(
-                f"  quality {_range(rec['quality_change']['moved'], _num)} per moved request, "
-                f"{_range(per_req, _num)} per request overall"
-            )
-        lines.append(
-            f"  coverage {rec['coverage']['rated']} rated of {rec['coverage']['reach']} "
-            f"requests it can move ({rec['coverage']['share']:.1%}; minimum {opts['min_labels']})"
-        )
-    else:
-        lines.append(heading)
+    lines += _verdict_lines(advice)
     lines += [f"  -> {t}" for t in advice["todo"]]
     if advice.get("diff"):
         lines += ["", advice["diff"].rstrip("\n")]
     if advice.get("written"):
         lines.append(f"wrote {advice['written']}")
     return "\n".join(lines)
+
+
+def _candidate_lines(c: dict[str, Any]) -> list[str]:
+    q = c["quality_change"]
+    cov = c["coverage"]
+    return [
+        f"  {c['title']}",
+        f"      moves {c['moved_share']:.1%}  cost {_range(c['cost_change']['relative'], _pct)}"
+        f"  quality {_range(q['moved'] if q else None, _num)}"
+        f"  coverage {cov['rated']}/{cov['reach']}  [{_mark(c)}]",
+    ]
+
+
+def _mark(c: dict[str, Any]) -> str:
+    """Why a candidate is or is not the pick, in a word or two."""
+    if c["kind"] == "start_shadow":
+        return "measures"
+    if not c["moved"]:
+        return "moves nothing"
+    if c["cost_change"]["usd"] >= 0:
+        return "costs more"
+    return "ok" if c["safe"] else ("few labels" if not c["coverage"]["enough"] else "too risky")
+
+
+def _verdict_lines(advice: dict[str, Any]) -> list[str]:
+    """The verdict as a heading, with the recommended step's figures when there is one."""
+    opts = advice["options"]
+    heading = {
+        "step": "Recommended",
+        "not_enough_labels": f"Not enough labels (a step needs {opts['min_labels']} rated "
+        "requests among those it can move)",
+        "hold": "Hold",
+        "done": "Nothing left to move",
+    }[advice["verdict"]]
+    if not advice.get("recommended"):
+        return [heading]
+    rec = advice["candidates"][advice["recommended_index"]]
+    lines = [
+        f"{heading}: {advice['recommended']}",
+        f"  cost {_range(rec['cost_change']['relative'], _pct)}"
+        f" ({rec['cost_change']['per_1k_usd']:+.4f} USD per 1k requests)",
+    ]
+    if rec["quality_change"]:
+        per_req = rec["quality_change"].get("per_request")
+        lines.append(
+            f"  quality {_range(rec['quality_change']['moved'], _num)} per moved request, "
+            f"{_range(per_req, _num)} per request overall"
+        )
+    lines.append(
+        f"  coverage {rec['coverage']['rated']} rated of {rec['coverage']['reach']} "
+        f"requests it can move ({rec['coverage']['share']:.1%}; minimum {opts['min_labels']})"
+    )
+    return lines

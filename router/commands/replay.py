@@ -11,7 +11,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from router.replay.engine import Prepared, ReplayResult
 
 __all__ = ["add_parser", "run"]
 
@@ -105,11 +108,8 @@ def _run_live(args: argparse.Namespace, candidate: Any) -> int:
 
 
 def _run_offline(args: argparse.Namespace, candidate: Any, baseline: Any) -> int:
-    from router.evaluation import read_jsonl
-    from router.replay.convert import convert_routing_rows, parse_label_map
-    from router.replay.engine import Prepared, Replay, prepare
-    from router.replay.progress import Progress
-    from router.replay.records import load_records
+    from router.replay.convert import parse_label_map
+    from router.replay.engine import prepare
     from router.replay.report import write_report
 
     try:
@@ -118,50 +118,22 @@ def _run_offline(args: argparse.Namespace, candidate: Any, baseline: Any) -> int
         return _fail(str(exc))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    loaded: dict[str, Any] = {}
-    if args.from_routing_data:
-        records = convert_routing_rows(read_jsonl(args.from_routing_data), label_map)
-        rescore = True
-        loaded = {"records": len(records), "converted_from": args.from_routing_data}
-    elif args.records:
-        record_set = load_records(args.records)
-        records = record_set.records
-        rescore = args.rescore
-        loaded = record_set.summary()
-    else:
-        return _fail("give a records file or --from-routing-data")
-    if not records:
-        return _fail("no records to replay")
+    got = _offline_records(args, label_map)
+    if isinstance(got, str):
+        return _fail(got)
+    records, rescore, loaded = got
     if rescore:
-        # Converted evaluation data is scored as `router eval` scores it.
-        code = _rescore(records, args.model, alone=bool(args.from_routing_data))
+        code = _rescore_offline(args, records, out)
         if code:
             return code
-        if args.from_routing_data:
-            with open(out / "records.jsonl", "w", encoding="utf-8") as fh:
-                for record in records:
-                    fh.write(json.dumps(record) + "\n")
     t0 = time.perf_counter()
     prepared: Prepared = prepare(
         records, default_tenant=candidate.auth.default_tenant, tokens_out=args.tokens_out
     )
-    passes = 2 + (1 if baseline is not None else 0)
-    progress = Progress("replay", passes * len(prepared))
     try:
-        engine = Replay(
-            prepared,
-            candidate,
-            baseline,
-            strong=label_map["strong"] if label_map["strong"] in candidate.upstreams else None,
-            weak=label_map["weak"] if label_map["weak"] in candidate.upstreams else None,
-            sweep_rule=args.sweep_rule,
-            tick=progress.update,
-        )
-        result = engine.run()
+        result = _replay_with_progress(args, prepared, candidate, baseline, label_map)
     except ValueError as exc:
         return _fail(str(exc))
-    finally:
-        progress.close()
     elapsed = time.perf_counter() - t0
     report = result.report
     report["policy"] = args.policy
@@ -171,6 +143,68 @@ def _run_offline(args: argparse.Namespace, candidate: Any, baseline: Any) -> int
     write_report(result, out, title=f"Replay of {Path(args.policy).name}")
     _print_summary(report, out)
     return 0
+
+
+def _offline_records(
+    args: argparse.Namespace, label_map: dict[str, str]
+) -> tuple[list[dict[str, Any]], bool, dict[str, Any]] | str:
+    """The records, whether to rescore them, and where they came from; or why there are none."""
+    from router.evaluation import read_jsonl
+    from router.replay.convert import convert_routing_rows
+    from router.replay.records import load_records
+
+    if args.from_routing_data:
+        records = convert_routing_rows(read_jsonl(args.from_routing_data), label_map)
+        loaded: dict[str, Any] = {"records": len(records), "converted_from": args.from_routing_data}
+        rescore = True
+    elif args.records:
+        record_set = load_records(args.records)
+        records, rescore, loaded = record_set.records, args.rescore, record_set.summary()
+    else:
+        return "give a records file or --from-routing-data"
+    if not records:
+        return "no records to replay"
+    return records, rescore, loaded
+
+
+def _rescore_offline(args: argparse.Namespace, records: list[dict[str, Any]], out: Path) -> int:
+    # Converted evaluation data is scored as `router eval` scores it.
+    code = _rescore(records, args.model, alone=bool(args.from_routing_data))
+    if code:
+        return code
+    if args.from_routing_data:
+        # Scores included, so a later replay of the same data needs no model.
+        with open(out / "records.jsonl", "w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps(record) + "\n")
+    return 0
+
+
+def _replay_with_progress(
+    args: argparse.Namespace,
+    prepared: Prepared,
+    candidate: Any,
+    baseline: Any,
+    label_map: dict[str, str],
+) -> ReplayResult:
+    from router.replay.engine import Replay
+    from router.replay.progress import Progress
+
+    # One pass for the candidate, one for the sweep, one for a baseline policy.
+    passes = 2 + (1 if baseline is not None else 0)
+    progress = Progress("replay", passes * len(prepared))
+    try:
+        return Replay(
+            prepared,
+            candidate,
+            baseline,
+            strong=label_map["strong"] if label_map["strong"] in candidate.upstreams else None,
+            weak=label_map["weak"] if label_map["weak"] in candidate.upstreams else None,
+            sweep_rule=args.sweep_rule,
+            tick=progress.update,
+        ).run()
+    finally:
+        progress.close()
 
 
 def _rescore(records: list[dict[str, Any]], model: str | None, alone: bool = False) -> int:

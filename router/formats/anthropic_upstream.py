@@ -64,12 +64,38 @@ def to_anthropic_request(
     `max_tokens` is the default for a request that sets no limit: Anthropic
     requires one, chat does not.
     """
+    _refuse_other_shapes(chat)
+    system_messages, system, messages = _turns(chat)
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if system:
+        # One plain-string system message stays a string; anything else is blocks.
+        only = system_messages[0]["content"] if len(system_messages) == 1 else None
+        body["system"] = only if isinstance(only, str) else system
+    limit = chat.get("max_completion_tokens") or chat.get("max_tokens") or max_tokens
+    body["max_tokens"] = limit
+    _sampling(chat, body)
+    if isinstance(chat.get("user"), str):
+        body["metadata"] = {"user_id": chat["user"]}
+    _tools(chat, body)
+    _output_config(chat, body)
+    if chat.get("stream") is True:
+        body["stream"] = True
+    return body
+
+
+def _refuse_other_shapes(chat: Mapping[str, Any]) -> None:
+    """Refuse what would change the shape of the answer the client expects."""
     n = chat.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n > 1:
         raise _bad("'n' greater than 1 is not supported by this route.", "n")
     if chat.get("audio") is not None or "audio" in (chat.get("modalities") or ()):
         raise _bad("Audio output is not supported by this route.", "modalities")
 
+
+def _turns(
+    chat: Mapping[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The system and developer messages, their content as blocks, and the other turns."""
     system: list[dict[str, Any]] = []
     system_messages: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
@@ -93,14 +119,10 @@ def to_anthropic_request(
                 f"'messages[{i}].role' {role!r} is not supported by this route.",
                 f"messages[{i}].role",
             )
+    return system_messages, system, messages
 
-    body: dict[str, Any] = {"model": model, "messages": messages}
-    if system:
-        # One plain-string system message stays a string; anything else is blocks.
-        only = system_messages[0]["content"] if len(system_messages) == 1 else None
-        body["system"] = only if isinstance(only, str) else system
-    limit = chat.get("max_completion_tokens") or chat.get("max_tokens") or max_tokens
-    body["max_tokens"] = limit
+
+def _sampling(chat: Mapping[str, Any], body: dict[str, Any]) -> None:
     stop = chat.get("stop")
     if isinstance(stop, str):
         body["stop_sequences"] = [stop]
@@ -113,13 +135,6 @@ def to_anthropic_request(
     for key in ("top_p", "top_k"):
         if chat.get(key) is not None:
             body[key] = chat[key]
-    if isinstance(chat.get("user"), str):
-        body["metadata"] = {"user_id": chat["user"]}
-    _tools(chat, body)
-    _output_config(chat, body)
-    if chat.get("stream") is True:
-        body["stream"] = True
-    return body
 
 
 def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]] | str) -> None:
@@ -343,10 +358,34 @@ def from_anthropic_message(
     `tool_calls`. A stop sequence is named in the choice's `stop_reason`, as
     vLLM does.
     """
+    answer = _assistant_message(message.get("content") or ())
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": answer,
+        "logprobs": None,
+        "finish_reason": finish_reason(message.get("stop_reason")) or "stop",
+    }
+    if isinstance(message.get("stop_sequence"), str):
+        choice["stop_reason"] = message["stop_sequence"]
+    completion: dict[str, Any] = {
+        "id": str(message.get("id") or ""),
+        "object": "chat.completion",
+        "created": created if created is not None else int(time.time()),
+        "model": str(message.get("model") or ""),
+        "choices": [choice],
+    }
+    usage = _usage(message.get("usage"))
+    if usage is not None:
+        completion["usage"] = usage
+    return completion
+
+
+def _assistant_message(content: Any) -> dict[str, Any]:
+    """Message content blocks as a chat assistant message."""
     texts: list[str] = []
     thinking: list[str] = []
     calls: list[dict[str, Any]] = []
-    for block in message.get("content") or ():
+    for block in content:
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
@@ -374,25 +413,7 @@ def from_anthropic_message(
         answer["reasoning_content"] = "".join(thinking)
     if calls:
         answer["tool_calls"] = calls
-    choice: dict[str, Any] = {
-        "index": 0,
-        "message": answer,
-        "logprobs": None,
-        "finish_reason": finish_reason(message.get("stop_reason")) or "stop",
-    }
-    if isinstance(message.get("stop_sequence"), str):
-        choice["stop_reason"] = message["stop_sequence"]
-    completion: dict[str, Any] = {
-        "id": str(message.get("id") or ""),
-        "object": "chat.completion",
-        "created": created if created is not None else int(time.time()),
-        "model": str(message.get("model") or ""),
-        "choices": [choice],
-    }
-    usage = _usage(message.get("usage"))
-    if usage is not None:
-        completion["usage"] = usage
-    return completion
+    return answer
 
 
 class ChatFromAnthropicStream:
@@ -433,70 +454,15 @@ class ChatFromAnthropicStream:
     def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         kind = event.get("type")
         if kind == "message_start":
-            message = _dict(event.get("message"))
-            self._id = str(message.get("id") or "")
-            self._model = str(message.get("model") or "")
-            self._usage.update(_dict(message.get("usage")))
-            # No content yet: an answer that turns out to be tool calls only keeps a null content.
-            return [self._chunk({"role": "assistant"})]
+            return self._message_start(_dict(event.get("message")))
         if kind == "content_block_start":
-            block = _dict(event.get("content_block"))
-            if block.get("type") == "tool_use":
-                index = len(self._calls)
-                self._calls[int(event.get("index", 0))] = index
-                start = block.get("input")
-                call = {
-                    "index": index,
-                    "id": str(block.get("id") or ""),
-                    "type": "function",
-                    "function": {
-                        "name": str(block.get("name") or ""),
-                        # A block that arrives whole carries its input here.
-                        "arguments": _arguments(start) if start else "",
-                    },
-                }
-                return [self._chunk({"tool_calls": [call]})]
-            if block.get("type") == "text" and block.get("text"):
-                return [self._chunk({"content": block["text"]})]
-            return []
+            return self._block_start(event, _dict(event.get("content_block")))
         if kind == "content_block_delta":
-            delta = _dict(event.get("delta"))
-            dtype = delta.get("type")
-            if dtype == "text_delta" and delta.get("text"):
-                return [self._chunk({"content": delta["text"]})]
-            if dtype == "thinking_delta" and delta.get("thinking"):
-                return [self._chunk({"reasoning_content": delta["thinking"]})]
-            if dtype == "input_json_delta" and delta.get("partial_json"):
-                position = self._calls.get(int(event.get("index", 0)))
-                if position is None:
-                    return []
-                call = {"index": position, "function": {"arguments": delta["partial_json"]}}
-                return [self._chunk({"tool_calls": [call]})]
-            return []
+            return self._block_delta(event, _dict(event.get("delta")))
         if kind == "message_delta":
-            delta = _dict(event.get("delta"))
-            # Counts on message_delta are totals so far: they replace, not add.
-            self._usage.update(
-                {k: v for k, v in _dict(event.get("usage")).items() if v is not None}
-            )
-            extra = {}
-            if isinstance(delta.get("stop_sequence"), str):
-                extra["stop_reason"] = delta["stop_sequence"]
-            return [self._chunk({}, finish_reason(delta.get("stop_reason")) or "stop", **extra)]
+            return self._message_delta(_dict(event.get("delta")), _dict(event.get("usage")))
         if kind == "message_stop":
-            self.done = True
-            if not self.include_usage:
-                return []
-            return [
-                {
-                    "id": self._id,
-                    "object": "chat.completion.chunk",
-                    "created": self._created,
-                    "model": self._model,
-                    "choices": [],
-                    "usage": _usage(self._usage),
-                }
-            ]
+            return self._message_stop()
         if kind == "error":
             error = _dict(event.get("error"))
             raise RouterError(
@@ -506,3 +472,67 @@ class ChatFromAnthropicStream:
                 code=str(error.get("type") or "api_error"),
             )
         return []  # ping, content_block_stop, and event types added later
+
+    def _message_start(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        self._id = str(message.get("id") or "")
+        self._model = str(message.get("model") or "")
+        self._usage.update(_dict(message.get("usage")))
+        # No content yet: an answer that turns out to be tool calls only keeps a null content.
+        return [self._chunk({"role": "assistant"})]
+
+    def _block_start(self, event: Mapping[str, Any], block: dict[str, Any]) -> list[dict[str, Any]]:
+        if block.get("type") == "tool_use":
+            index = len(self._calls)
+            self._calls[int(event.get("index", 0))] = index
+            start = block.get("input")
+            call = {
+                "index": index,
+                "id": str(block.get("id") or ""),
+                "type": "function",
+                "function": {
+                    "name": str(block.get("name") or ""),
+                    # A block that arrives whole carries its input here.
+                    "arguments": _arguments(start) if start else "",
+                },
+            }
+            return [self._chunk({"tool_calls": [call]})]
+        if block.get("type") == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        return []
+
+    def _block_delta(self, event: Mapping[str, Any], delta: dict[str, Any]) -> list[dict[str, Any]]:
+        dtype = delta.get("type")
+        if dtype == "text_delta" and delta.get("text"):
+            return [self._chunk({"content": delta["text"]})]
+        if dtype == "thinking_delta" and delta.get("thinking"):
+            return [self._chunk({"reasoning_content": delta["thinking"]})]
+        if dtype == "input_json_delta" and delta.get("partial_json"):
+            position = self._calls.get(int(event.get("index", 0)))
+            if position is None:
+                return []
+            call = {"index": position, "function": {"arguments": delta["partial_json"]}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []
+
+    def _message_delta(self, delta: dict[str, Any], usage: dict[str, Any]) -> list[dict[str, Any]]:
+        # Counts on message_delta are totals so far: they replace, not add.
+        self._usage.update({k: v for k, v in usage.items() if v is not None})
+        extra = {}
+        if isinstance(delta.get("stop_sequence"), str):
+            extra["stop_reason"] = delta["stop_sequence"]
+        return [self._chunk({}, finish_reason(delta.get("stop_reason")) or "stop", **extra)]
+
+    def _message_stop(self) -> list[dict[str, Any]]:
+        self.done = True
+        if not self.include_usage:
+            return []
+        return [
+            {
+                "id": self._id,
+                "object": "chat.completion.chunk",
+                "created": self._created,
+                "model": self._model,
+                "choices": [],
+                "usage": _usage(self._usage),
+            }
+        ]

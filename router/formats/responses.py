@@ -15,7 +15,7 @@ answer to a different question. What is dropped is listed in `_DROPPED`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from router.errors import RouterError
@@ -648,25 +648,10 @@ def _status(finish_reason: object) -> tuple[str, str | None]:
     return ("incomplete", reason) if reason else ("completed", None)
 
 
-def render_response(
-    completion: Mapping[str, Any],
-    request: Mapping[str, Any],
-    *,
-    response_id: str | None = None,
-) -> dict[str, Any]:
-    """A chat completion (first choice) as the Response object of `request`.
-
-    Output order: reasoning, the message (text and refusal), then one function_call
-    item per tool call. A message is there when the answer has text or a refusal,
-    or has nothing else, so that `output_text` always reads as something.
-    """
-    response_id = response_id or new_id("resp_")
-    choices = completion.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = _dict(choice.get("message"))
-    status, incomplete = _status(choice.get("finish_reason"))
-    item_status = "incomplete" if status == "incomplete" else "completed"
-
+def _output_items(
+    choice: Mapping[str, Any], message: Mapping[str, Any], response_id: str, item_status: str
+) -> list[dict[str, Any]]:
+    """Reasoning, then the message, then one function_call item per tool call."""
     output: list[dict[str, Any]] = []
     reasoning = _reasoning_of(message)
     if reasoning:
@@ -697,6 +682,29 @@ def render_response(
                 str(function.get("arguments") or ""),
             )
         )
+    return output
+
+
+def render_response(
+    completion: Mapping[str, Any],
+    request: Mapping[str, Any],
+    *,
+    response_id: str | None = None,
+) -> dict[str, Any]:
+    """A chat completion (first choice) as the Response object of `request`.
+
+    Output order: reasoning, the message (text and refusal), then one function_call
+    item per tool call. A message is there when the answer has text or a refusal,
+    or has nothing else, so that `output_text` always reads as something.
+    """
+    response_id = response_id or new_id("resp_")
+    choices = completion.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = _dict(choice.get("message"))
+    status, incomplete = _status(choice.get("finish_reason"))
+    item_status = "incomplete" if status == "incomplete" else "completed"
+
+    output = _output_items(choice, message, response_id, item_status)
     created = completion.get("created")
     return _envelope(
         request,
@@ -735,14 +743,8 @@ class ResponsesStream:
         self._seq = 0
         self._created: float = time.time()
         self._model = str(request.get("model") or "")
-        self._output: list[dict[str, Any]] = []  # items as they are (being) built
-        self._open: int | None = None  # output index of the item being streamed
-        self._part: str | None = None  # "output_text" / "refusal" in the open message
-        self._calls: dict[int, int] = {}  # chat tool-call index -> output index
-        self._finish: object = None
+        self._output = _Output(self.response_id, self._event)
         self._usage: dict[str, Any] | None = None
-
-    # ---- events
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         event = {"type": kind, "sequence_number": self._seq, **fields}
@@ -756,7 +758,7 @@ class ResponsesStream:
             self._created,
             self._model,
             status,
-            [dict(i) for i in self._output] if status != "in_progress" else [],
+            [dict(i) for i in self._output.items] if status != "in_progress" else [],
             **extra,
         )
 
@@ -775,114 +777,78 @@ class ResponsesStream:
         if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = _dict(choice.get("delta"))
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                events += self._reasoning(reasoning)
-            content = delta.get("content")
-            logprobs = _dict(choice.get("logprobs"))
-            if isinstance(content, str) and content:
-                events += self._text("output_text", content, logprobs.get("content"))
-            refusal = delta.get("refusal")
-            if isinstance(refusal, str) and refusal:
-                events += self._text("refusal", refusal, None)
-            for call in delta.get("tool_calls") or ():
-                if isinstance(call, dict):
-                    events += self._tool_call(call)
-            annotations = delta.get("annotations")
-            if isinstance(annotations, list):
-                self._pending_annotations(annotations)
-            if choice.get("finish_reason") is not None:
-                self._finish = choice["finish_reason"]
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                events += self._choice(choice)
         return events
 
-    def _pending_annotations(self, annotations: list[Any]) -> None:
-        for item in reversed(self._output):
-            if item["type"] == "message":
-                text = item["content"][0] if item["content"] else None
-                if text is not None and text["type"] == "output_text":
-                    text["annotations"].extend(a for a in map(_annotation, annotations) if a)
-                return
-
-    def _close(self) -> list[dict[str, Any]]:
-        if self._open is None:
-            return []
-        index, self._open = self._open, None
-        item = self._output[index]
-        events = self._close_part(index)
-        if item["type"] == "function_call":
-            events.append(
-                self._event(
-                    "response.function_call_arguments.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    arguments=item["arguments"],
-                )
-            )
-        incomplete = item["type"] == "message" and _status(self._finish)[0] == "incomplete"
-        item["status"] = "incomplete" if incomplete else "completed"
-        if item["type"] == "reasoning":
-            del item["status"]
-            events.append(
-                self._event(
-                    "response.reasoning_text.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    text=item["content"][0]["text"],
-                )
-            )
-            events.append(
-                self._event(
-                    "response.content_part.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    part=dict(item["content"][0]),
-                )
-            )
-        events.append(
-            self._event("response.output_item.done", output_index=index, item=_copy(item))
-        )
+    def _choice(self, choice: Mapping[str, Any]) -> list[dict[str, Any]]:
+        output, events = self._output, []
+        delta = _dict(choice.get("delta"))
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            events += output.reasoning(reasoning)
+        content = delta.get("content")
+        logprobs = _dict(choice.get("logprobs"))
+        if isinstance(content, str) and content:
+            events += output.text("output_text", content, logprobs.get("content"))
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            events += output.text("refusal", refusal, None)
+        for call in delta.get("tool_calls") or ():
+            if isinstance(call, dict):
+                events += output.tool_call(call)
+        annotations = delta.get("annotations")
+        if isinstance(annotations, list):
+            output.annotate(annotations)
+        if choice.get("finish_reason") is not None:
+            output.finish = choice["finish_reason"]
         return events
 
-    def _close_part(self, index: int) -> list[dict[str, Any]]:
-        if self._part is None:
-            return []
-        kind, self._part = self._part, None
-        item = self._output[index]
-        content_index = len(item["content"]) - 1
-        part = item["content"][content_index]
-        common = {"item_id": item["id"], "output_index": index, "content_index": content_index}
-        if kind == "output_text":
-            done = self._event(
-                "response.output_text.done",
-                **common,
-                text=part["text"],
-                logprobs=_event_logprobs(part["logprobs"]),
-            )
-        else:
-            done = self._event("response.refusal.done", **common, refusal=part["refusal"])
-        return [done, self._event("response.content_part.done", **common, part=_copy(part))]
+    def finish(self) -> list[dict[str, Any]]:
+        """Close what is open and end with `response.completed` (or `.incomplete`)."""
+        events = self._output.empty_message() if not self._output.items else []
+        events += self._output.close()
+        status, incomplete = _status(self._output.finish)
+        self.response = self._snapshot(status, usage=_usage(self._usage), incomplete=incomplete)
+        kind = "response.completed" if status == "completed" else "response.incomplete"
+        events.append(self._event(kind, response=self.response))
+        return events
 
-    def _add(self, item: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
-        events = self._close()
-        index = len(self._output)
-        self._output.append(item)
-        self._open = index
-        events.append(
-            self._event("response.output_item.added", output_index=index, item=_copy(item))
+    def fail(self, error: RouterError) -> list[dict[str, Any]]:
+        """The upstream broke off: an `error` event, then `response.failed`."""
+        events = [self._event("error", code=error.code, message=error.message, param=error.param)]
+        self.response = self._snapshot(
+            "failed",
+            usage=_usage(self._usage),
+            error={"code": "server_error", "message": error.message},
         )
-        return index, events
+        events.append(self._event("response.failed", response=self.response))
+        return events
 
-    def _reasoning(self, text: str) -> list[dict[str, Any]]:
+
+class _Output:
+    """The output items as they stream, and the events that open, grow and close them.
+
+    One item is open at a time (and in a message, one content part); a delta of
+    another kind closes it first. `ResponsesStream` feeds it the deltas and owns
+    the rest of the protocol (the envelope, sequence numbers, the last event).
+    """
+
+    def __init__(self, response_id: str, event: Callable[..., dict[str, Any]]) -> None:
+        self.response_id = response_id
+        self.items: list[dict[str, Any]] = []  # items as they are (being) built
+        self.finish: object = None  # the chat finish_reason, once one arrived
+        self._event = event
+        self._open: int | None = None  # output index of the item being streamed
+        self._part: str | None = None  # "output_text" / "refusal" in the open message
+        self._calls: dict[int, int] = {}  # chat tool-call index -> output index
+
+    def reasoning(self, text: str) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
-        if self._open is None or self._output[self._open]["type"] != "reasoning":
+        if self._open is None or self.items[self._open]["type"] != "reasoning":
             item: dict[str, Any] = {
                 "type": "reasoning",
-                "id": _item_id("rs", self.response_id, len(self._output)),
+                "id": _item_id("rs", self.response_id, len(self.items)),
                 "summary": [],
                 "content": [],
                 "status": "in_progress",
@@ -901,7 +867,7 @@ class ResponsesStream:
             )
         assert self._open is not None
         index = self._open
-        item = self._output[index]
+        item = self.items[index]
         item["content"][0]["text"] += text
         events.append(
             self._event(
@@ -914,21 +880,9 @@ class ResponsesStream:
         )
         return events
 
-    def _message(self) -> tuple[int, list[dict[str, Any]]]:
-        if self._open is not None and self._output[self._open]["type"] == "message":
-            return self._open, []
-        item = {
-            "type": "message",
-            "id": _item_id("msg", self.response_id, len(self._output)),
-            "role": "assistant",
-            "status": "in_progress",
-            "content": [],
-        }
-        return self._add(item)
-
-    def _text(self, kind: str, text: str, logprobs: object) -> list[dict[str, Any]]:
+    def text(self, kind: str, text: str, logprobs: object) -> list[dict[str, Any]]:
         index, events = self._message()
-        item = self._output[index]
+        item = self.items[index]
         if self._part != kind:
             events += self._close_part(index)
             part: dict[str, Any] = (
@@ -967,7 +921,7 @@ class ResponsesStream:
             events.append(self._event("response.refusal.delta", **common, delta=text))
         return events
 
-    def _tool_call(self, call: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def tool_call(self, call: Mapping[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         position = call.get("index", 0)
         function = _dict(call.get("function"))
@@ -975,7 +929,7 @@ class ResponsesStream:
         if index is None:
             item = {
                 "type": "function_call",
-                "id": _item_id("fc", self.response_id, len(self._output)),
+                "id": _item_id("fc", self.response_id, len(self.items)),
                 "call_id": str(call.get("id") or ""),
                 "name": str(function.get("name") or ""),
                 "arguments": "",
@@ -983,7 +937,7 @@ class ResponsesStream:
             }
             index, events = self._add(item)
             self._calls[position] = index
-        item = self._output[index]
+        item = self.items[index]
         if isinstance(function.get("name"), str) and not item["name"]:
             item["name"] = function["name"]
         arguments = function.get("arguments")
@@ -1000,41 +954,115 @@ class ResponsesStream:
                 )
         return events
 
-    def finish(self) -> list[dict[str, Any]]:
-        """Close what is open and end with `response.completed` (or `.incomplete`)."""
-        events: list[dict[str, Any]] = []
-        if not self._output:
-            # An answer with nothing in it still reads as an (empty) message.
-            _, events = self._message()
-            self._part = "output_text"
-            self._output[-1]["content"].append(
-                {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    def annotate(self, annotations: list[Any]) -> None:
+        # Chat servers send annotations apart from the text they cite: they go to
+        # the last message's text part, however far back it is.
+        for item in reversed(self.items):
+            if item["type"] == "message":
+                text = item["content"][0] if item["content"] else None
+                if text is not None and text["type"] == "output_text":
+                    text["annotations"].extend(a for a in map(_annotation, annotations) if a)
+                return
+
+    def _message(self) -> tuple[int, list[dict[str, Any]]]:
+        if self._open is not None and self.items[self._open]["type"] == "message":
+            return self._open, []
+        item = {
+            "type": "message",
+            "id": _item_id("msg", self.response_id, len(self.items)),
+            "role": "assistant",
+            "status": "in_progress",
+            "content": [],
+        }
+        return self._add(item)
+
+    def _add(self, item: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+        events = self.close()
+        index = len(self.items)
+        self.items.append(item)
+        self._open = index
+        events.append(
+            self._event("response.output_item.added", output_index=index, item=_copy(item))
+        )
+        return index, events
+
+    def close(self) -> list[dict[str, Any]]:
+        if self._open is None:
+            return []
+        index, self._open = self._open, None
+        item = self.items[index]
+        events = self._close_part(index)
+        if item["type"] == "function_call":
+            events.append(
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    arguments=item["arguments"],
+                )
+            )
+        incomplete = item["type"] == "message" and _status(self.finish)[0] == "incomplete"
+        item["status"] = "incomplete" if incomplete else "completed"
+        if item["type"] == "reasoning":
+            del item["status"]
+            events.append(
+                self._event(
+                    "response.reasoning_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=item["content"][0]["text"],
+                )
             )
             events.append(
                 self._event(
-                    "response.content_part.added",
-                    item_id=self._output[-1]["id"],
-                    output_index=0,
+                    "response.content_part.done",
+                    item_id=item["id"],
+                    output_index=index,
                     content_index=0,
-                    part=_copy(self._output[-1]["content"][0]),
+                    part=dict(item["content"][0]),
                 )
             )
-        events += self._close()
-        status, incomplete = _status(self._finish)
-        self.response = self._snapshot(status, usage=_usage(self._usage), incomplete=incomplete)
-        kind = "response.completed" if status == "completed" else "response.incomplete"
-        events.append(self._event(kind, response=self.response))
+        events.append(
+            self._event("response.output_item.done", output_index=index, item=_copy(item))
+        )
         return events
 
-    def fail(self, error: RouterError) -> list[dict[str, Any]]:
-        """The upstream broke off: an `error` event, then `response.failed`."""
-        events = [self._event("error", code=error.code, message=error.message, param=error.param)]
-        self.response = self._snapshot(
-            "failed",
-            usage=_usage(self._usage),
-            error={"code": "server_error", "message": error.message},
+    def _close_part(self, index: int) -> list[dict[str, Any]]:
+        if self._part is None:
+            return []
+        kind, self._part = self._part, None
+        item = self.items[index]
+        content_index = len(item["content"]) - 1
+        part = item["content"][content_index]
+        common = {"item_id": item["id"], "output_index": index, "content_index": content_index}
+        if kind == "output_text":
+            done = self._event(
+                "response.output_text.done",
+                **common,
+                text=part["text"],
+                logprobs=_event_logprobs(part["logprobs"]),
+            )
+        else:
+            done = self._event("response.refusal.done", **common, refusal=part["refusal"])
+        return [done, self._event("response.content_part.done", **common, part=_copy(part))]
+
+    def empty_message(self) -> list[dict[str, Any]]:
+        """An answer with nothing in it still reads as an (empty) message."""
+        _, events = self._message()
+        self._part = "output_text"
+        self.items[-1]["content"].append(
+            {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         )
-        events.append(self._event("response.failed", response=self.response))
+        events.append(
+            self._event(
+                "response.content_part.added",
+                item_id=self.items[-1]["id"],
+                output_index=0,
+                content_index=0,
+                part=_copy(self.items[-1]["content"][0]),
+            )
+        )
         return events
 
 

@@ -193,21 +193,12 @@ class Advisor:
         }
 
     def advise(self) -> dict[str, Any]:
-        n = len(self.p)
-        busiest = Counter(
-            rule
-            for rule, t in zip(self.current.rules, self.current.target.tolist(), strict=True)
-            if t >= 0 and self.engine.names[t] == self.strong
-        ).most_common(1)
-        steps = candidate_steps(
-            self.text, self.path, self.policy, busiest[0][0] if busiest else None
-        )
+        steps = candidate_steps(self.text, self.path, self.policy, self._busiest_strong_rule())
         found = [(s, self.estimate(s)) for s in steps]
         labels = self.labels()
-        current_total = float(self.current_cost.sum())
         out: dict[str, Any] = {
             "policy": self.path,
-            "records": n,
+            "records": len(self.p),
             "strong": self.strong,
             "weak": self.weak,
             "labels": labels,
@@ -217,65 +208,10 @@ class Advisor:
                 "bootstrap": self.o.bootstrap,
                 "seed": self.o.seed,
             },
-            "current": {
-                "cost_usd": current_total,
-                "cost_per_1k_usd": current_total / n * 1000 if n else 0.0,
-                "share": {
-                    name: float((self.current.target == i).mean()) if n else 0.0
-                    for i, name in enumerate(self.engine.names)
-                },
-            },
+            "current": self._current_summary(),
             "candidates": [e for _, e in found],
         }
-        saving = [
-            (s, e) for s, e in found if s.kind != "start_shadow" and e["cost_change"]["usd"] < 0
-        ]
-        safe = [(s, e) for s, e in saving if e["safe"]]
-        pick: tuple[Step, dict[str, Any]] | None = None
-        todo: list[str] = []
-        if safe:
-            pick = min(safe, key=lambda se: se[1]["cost_change"]["usd"])
-            verdict = "step"
-            todo.append(
-                "apply the diff (--write FILE; the router reloads a changed policy), "
-                "keep the shadow running, then judge the new pairs and ask again"
-            )
-        elif not saving:
-            verdict = "done"
-            todo.append(
-                f"no step moves more traffic to {self.weak}: the rollouts are complete "
-                "or the policy has nothing to widen"
-            )
-        elif any(not e["coverage"]["enough"] for _, e in saving):
-            verdict = "not_enough_labels"
-            best = max(e["coverage"]["rated"] for _, e in saving)
-            shadow = [(s, e) for s, e in found if s.kind == "start_shadow"]
-            if shadow:
-                pick = shadow[0]
-                todo.append(
-                    f"no shadow runs: start one (the diff below), send traffic, then rate "
-                    f"the pairs with `router judge`; each step needs {self.o.min_labels} "
-                    f"rated requests among those it can move"
-                )
-            elif labels["unrated_shadow_pairs"]:
-                todo.append(
-                    f"run `router judge --records ... --policy {self.path} --out "
-                    f"records/judge.jsonl`: {labels['unrated_shadow_pairs']} shadow pairs "
-                    "are not rated yet; pass its output to advise after the records"
-                )
-            else:
-                todo.append(
-                    f"the steps need {self.o.min_labels} rated requests among those they "
-                    f"can move and have at most {best}: keep the shadow running (or raise its "
-                    "percent), judge the new pairs and ask again"
-                )
-        else:
-            verdict = "hold"
-            todo.append(
-                f"every step that saves money loses more than {self.o.max_drop:g} label "
-                "points on the requests it moves (5% bound): stay, or retrain the "
-                "classifier on these labels (`router train`) and ask again"
-            )
+        verdict, pick, todo = self._verdict(found, labels)
         out["verdict"] = verdict
         out["todo"] = todo
         self.chosen = pick[0] if pick is not None else None
@@ -289,6 +225,91 @@ class Advisor:
             out["recommended"] = None
             out["diff"] = ""
         return out
+
+    def _busiest_strong_rule(self) -> str | None:
+        """The rule sending most requests to the strong upstream: the first one to widen."""
+        busiest = Counter(
+            rule
+            for rule, t in zip(self.current.rules, self.current.target.tolist(), strict=True)
+            if t >= 0 and self.engine.names[t] == self.strong
+        ).most_common(1)
+        return busiest[0][0] if busiest else None
+
+    def _current_summary(self) -> dict[str, Any]:
+        n = len(self.p)
+        total = float(self.current_cost.sum())
+        return {
+            "cost_usd": total,
+            "cost_per_1k_usd": total / n * 1000 if n else 0.0,
+            "share": {
+                name: float((self.current.target == i).mean()) if n else 0.0
+                for i, name in enumerate(self.engine.names)
+            },
+        }
+
+    def _verdict(
+        self, found: list[tuple[Step, dict[str, Any]]], labels: dict[str, Any]
+    ) -> tuple[str, tuple[Step, dict[str, Any]] | None, list[str]]:
+        """The verdict, the step to show as a diff (if any), and what to do next."""
+        saving = [
+            (s, e) for s, e in found if s.kind != "start_shadow" and e["cost_change"]["usd"] < 0
+        ]
+        safe = [(s, e) for s, e in saving if e["safe"]]
+        if safe:
+            pick = min(safe, key=lambda se: se[1]["cost_change"]["usd"])
+            return (
+                "step",
+                pick,
+                [
+                    "apply the diff (--write FILE; the router reloads a changed policy), "
+                    "keep the shadow running, then judge the new pairs and ask again"
+                ],
+            )
+        if not saving:
+            return (
+                "done",
+                None,
+                [
+                    f"no step moves more traffic to {self.weak}: the rollouts are complete "
+                    "or the policy has nothing to widen"
+                ],
+            )
+        if any(not e["coverage"]["enough"] for _, e in saving):
+            best = max(e["coverage"]["rated"] for _, e in saving)
+            shadow = [(s, e) for s, e in found if s.kind == "start_shadow"]
+            start = shadow[0] if shadow else None
+            return "not_enough_labels", start, [self._labels_todo(start, labels, best)]
+        return (
+            "hold",
+            None,
+            [
+                f"every step that saves money loses more than {self.o.max_drop:g} label "
+                "points on the requests it moves (5% bound): stay, or retrain the "
+                "classifier on these labels (`router train`) and ask again"
+            ],
+        )
+
+    def _labels_todo(
+        self, shadow: tuple[Step, dict[str, Any]] | None, labels: dict[str, Any], best: int
+    ) -> str:
+        """What would bring the missing labels: a shadow, judging, or more traffic."""
+        if shadow is not None:
+            return (
+                f"no shadow runs: start one (the diff below), send traffic, then rate "
+                f"the pairs with `router judge`; each step needs {self.o.min_labels} "
+                f"rated requests among those it can move"
+            )
+        if labels["unrated_shadow_pairs"]:
+            return (
+                f"run `router judge --records ... --policy {self.path} --out "
+                f"records/judge.jsonl`: {labels['unrated_shadow_pairs']} shadow pairs "
+                "are not rated yet; pass its output to advise after the records"
+            )
+        return (
+            f"the steps need {self.o.min_labels} rated requests among those they "
+            f"can move and have at most {best}: keep the shadow running (or raise its "
+            "percent), judge the new pairs and ask again"
+        )
 
 
 def advise(

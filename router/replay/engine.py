@@ -9,7 +9,6 @@ number of thresholds.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -19,12 +18,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from router.evaluation.metrics import QUANTILES, Curve, apgr, cpt
 from router.features import Features
 from router.policy.decide import CHARS_PER_TOKEN, Decision, RequestFacts, decide
-from router.policy.model import Policy, Route
+from router.policy.model import Policy
 from router.replay.facts import facts_of, features_of
 from router.replay.labels import Labels, labels_of
+from router.replay.sweep import Sweep, SweepRule, swept_rule
 
 __all__ = [
     "DEFAULT_TOKENS_OUT",
@@ -45,7 +44,6 @@ Tick = Callable[[int], None]
 
 #: Answer length assumed for a record without `tokens_out` when no record has one.
 DEFAULT_TOKENS_OUT = 256
-_OPS = ("lt", "lte", "gt", "gte")
 
 
 @dataclass
@@ -141,52 +139,6 @@ class PolicyRun:
     rollout_out: int
     shadow: IntArray  # -1 where no shadow copy is sent
     on_classifier_error: int
-
-
-@dataclass(frozen=True)
-class SweepRule:
-    index: int
-    route: Route
-    op: str
-    value: float
-
-    def holds(self, scores: FloatArray, threshold: float) -> BoolArray:
-        with np.errstate(invalid="ignore"):
-            if self.op == "lt":
-                return scores < threshold
-            if self.op == "lte":
-                return scores <= threshold
-            if self.op == "gt":
-                return scores > threshold
-            return scores >= threshold
-
-
-def swept_rule(policy: Policy, name: str | None = None) -> SweepRule | None:
-    """The score rule to sweep: `name`, else the first route that matches on score."""
-    for i, route in enumerate(policy.routes):
-        if route.match.score is None or (name is not None and route.name != name):
-            continue
-        bounds = [(op, getattr(route.match.score, op)) for op in _OPS]
-        given = [(op, v) for op, v in bounds if v is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"route '{route.name}': a sweep needs a score range with one bound, "
-                f"not {', '.join(op for op, _ in given)}"
-            )
-        op, value = given[0]
-        return SweepRule(i, route, op, float(value))
-    if name is not None:
-        raise ValueError(f"no route named '{name}' matches on score")
-    return None
-
-
-def _replace_route(policy: Policy, index: int, route: Route | None) -> Policy:
-    routes = list(policy.routes)
-    if route is None:
-        del routes[index]
-    else:
-        routes[index] = route
-    return dataclasses.replace(policy, routes=tuple(routes))
 
 
 @dataclass
@@ -353,163 +305,56 @@ class Replay:
             },
         }
 
-    # -- threshold sweep -----------------------------------------------------------
-
-    def sweep_targets(self, actual: PolicyRun) -> tuple[IntArray, IntArray, BoolArray] | None:
-        """Targets with the swept rule's score test forced true (a) and false (b).
-
-        One of the two is the actual decision, so each record needs one more
-        `decide()`: where the swept rule matched, `a` is the actual target and
-        `b` comes from the policy without the rule; elsewhere removing the rule
-        changes nothing, so `b` is actual and `a` comes from the rule with its
-        score test dropped.
-        """
-        if self.sweep is None:
-            return None
-        rule = self.sweep
-        forced = dataclasses.replace(
-            rule.route, match=dataclasses.replace(rule.route.match, score=None)
-        )
-        matched = np.asarray([r == rule.route.name for r in actual.rules], dtype=np.bool_)
-        a = actual.target.copy()
-        b = actual.target.copy()
-        if (~matched).any():
-            idx = np.flatnonzero(~matched)
-            policy = _replace_route(self.candidate, rule.index, forced)
-            a[idx] = self.run_policy(policy, idx).target
-        if matched.any():
-            idx = np.flatnonzero(matched)
-            b[idx] = self.run_policy(_replace_route(self.candidate, rule.index, None), idx).target
-        scored = ~np.isnan(self.p.scores)
-        # Self-check: at the policy's own threshold the sweep must give the live decisions.
-        again = np.where(scored & rule.holds(self.p.scores, rule.value), a, b)
-        again = np.where(scored, again, actual.target)
-        if not np.array_equal(again, actual.target):
-            raise AssertionError("sweep decisions disagree with decide() at the policy threshold")
-        return a, b, scored
-
-    def targets_at(
-        self, ab: tuple[IntArray, IntArray, BoolArray], actual: IntArray, threshold: float
-    ) -> IntArray:
-        a, b, scored = ab
-        assert self.sweep is not None
-        holds = self.sweep.holds(self.p.scores, threshold)
-        return np.where(scored, np.where(holds, a, b), actual)
-
-    def sweep_points(
-        self, ab: tuple[IntArray, IntArray, BoolArray], actual: IntArray, points: int = 21
-    ) -> dict[str, Any] | None:
-        if self.sweep is None:
-            return None
-        scored = ab[2]
-        s = self.p.scores[scored]
-        thresholds = sorted(
-            {float(t) for t in np.quantile(s, np.linspace(0, 1, points))} | {self.sweep.value}
-            if s.size
-            else {self.sweep.value}
-        )
-        table = self.candidate.quantiles
-        rows = []
-        for t in thresholds:
-            target = self.targets_at(ab, actual, t)
-            row = self.summary(target, self.candidate)
-            # The same threshold in the terms a policy author reads: the share of
-            # these records scoring at or above it, and of the quantile table's traffic.
-            rows.append(
-                {
-                    "threshold": t,
-                    "top_percent": 100.0 * float((s >= t).mean()) if s.size else None,
-                    "table_top_percent": table.top_percent(t) if table is not None else None,
-                    **row,
-                }
-            )
-        score = self.sweep.route.match.score
-        return {
-            "rule": self.sweep.route.name,
-            "op": self.sweep.op,
-            "current": self.sweep.value,
-            "current_top_percent": 100.0 * float((s >= self.sweep.value).mean())
-            if s.size
-            else None,
-            "written": {"top_percent": score.top_percent, "bottom_percent": score.bottom_percent}
-            if score is not None
-            else None,
-            "quantiles": table.source if table is not None else None,
-            "points": rows,
-        }
-
-    def eval_metrics(
-        self, ab: tuple[IntArray, IntArray, BoolArray], actual: IntArray
-    ) -> dict[str, Any]:
-        """APGR and CPT per group, with thresholds at the 11 score quantiles like `router eval`.
-
-        The curve comes from the sweep (so from `decide()`), not from the scores
-        directly; only the metrics on it are `router.evaluation`'s.
-        """
-        if self.sweep is None:
-            return {}
-        rule = self.sweep
-        s_col, w_col = self.index[self.strong], self.index[self.weak]
-        scored = ab[2]
-        usable = scored & ~np.isnan(self.quality[:, s_col]) & ~np.isnan(self.quality[:, w_col])
-        groups = np.asarray(self.p.groups, dtype=object)
-        out: dict[str, Any] = {}
-        for group in dict.fromkeys(self.p.groups):
-            mask = usable & (groups == group)
-            if mask.sum() < 2:
-                continue
-            s = self.p.scores[mask]
-            edges = np.quantile(s, QUANTILES)
-            xs, ys = np.empty(edges.size), np.empty(edges.size)
-            for k, q in enumerate(edges):
-                top = k == edges.size - 1
-                # router eval: score >= q goes strong, and nothing at the top edge.
-                if rule.op in ("lt", "gte"):
-                    t = float(np.nextafter(q, np.inf)) if top else float(q)
-                else:
-                    t = float(q) if top else float(np.nextafter(q, -np.inf))
-                target = self.targets_at(ab, actual, t)[mask]
-                xs[k] = 100.0 * float((target == s_col).mean())
-                ys[k] = float(np.nanmean(self.quality[mask][np.arange(mask.sum()), target]))
-            order = np.argsort(xs, kind="stable")
-            curve = Curve(
-                x=xs[order],
-                y=ys[order],
-                weak=float(self.quality[mask, w_col].mean()),
-                strong=float(self.quality[mask, s_col].mean()),
-                ties_broken=bool(np.unique(edges).size < edges.size),
-            )
-            if curve.strong == curve.weak:
-                continue
-            out[group] = {
-                "n": int(mask.sum()),
-                "apgr": apgr(curve),
-                "cpt20": cpt(curve, 0.2),
-                "cpt50": cpt(curve, 0.5),
-                "cpt80": cpt(curve, 0.8),
-                "ties": curve.ties_broken,
-                "weak_quality": curve.weak,
-                "strong_quality": curve.strong,
-                "curve": {"x": curve.x.tolist(), "y": curve.y.tolist()},
-            }
-        return out
-
     # -- the whole report ----------------------------------------------------------
 
     def run(self, change_sample: int = 50) -> ReplayResult:
         cand = self.run_policy(self.candidate)
+        base_kind, base_target, base_policy = self._baseline_run()
+        changes, by_pair = self._changes(cand, base_target)
+        sweep = Sweep(self, self.sweep, cand) if self.sweep is not None else None
+        n = len(self.p)
+        scores = self.p.scores[~np.isnan(self.p.scores)]
+        report: dict[str, Any] = {
+            "records": n,
+            "upstreams": self.names,
+            "strong": self.strong,
+            "weak": self.weak,
+            "compared_with": base_kind,
+            "candidate": self._candidate_summary(cand),
+            "baseline": self._baseline_summary(base_target, base_policy),
+            "changes": {
+                "count": len(changes),
+                "share": len(changes) / max(n, 1),
+                "by_pair": by_pair,
+                "sample": changes[:change_sample],
+            },
+            "labels": _label_counts(self.p.labels, int(self.paired_mask().sum())),
+            "oracle": self.oracle(),
+            "inputs": {
+                "scored_records": int(scores.size),
+                "tokens_estimated": self.p.tokens_estimated,
+                "conversation_exact": self.p.conversation_exact,
+            },
+            "histogram": _score_histogram(scores),
+            "per_group": _per_group_shares(self.p.groups, self.names, cand.target),
+            "sweep": sweep.points() if sweep is not None else None,
+            "eval": sweep.eval_metrics() if sweep is not None else {},
+        }
+        return ReplayResult(report=report, changes=changes)
+
+    def _baseline_run(self) -> tuple[str, IntArray, Policy]:
+        """What the candidate is compared with: the baseline policy, else what was recorded."""
         if self.baseline is not None:
-            base_target = self.run_policy(self.baseline).target
-            base_policy = self.baseline
-            base_kind = "baseline policy"
-        else:
-            base_target = self.recorded_run()
-            base_policy = self.candidate
-            base_kind = "recorded decisions"
-        changed = np.flatnonzero(cand.target != base_target)
+            return "baseline policy", self.run_policy(self.baseline).target, self.baseline
+        return "recorded decisions", self.recorded_run(), self.candidate
+
+    def _changes(
+        self, cand: PolicyRun, base_target: IntArray
+    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Every record the candidate routes elsewhere, and their count per before->after."""
         pairs: Counter[str] = Counter()
         changes: list[dict[str, Any]] = []
-        for i in changed.tolist():
+        for i in np.flatnonzero(cand.target != base_target).tolist():
             before = self.names[base_target[i]] if base_target[i] >= 0 else None
             after = self.names[cand.target[i]]
             pairs[f"{before}->{after}"] += 1
@@ -522,75 +367,63 @@ class Replay:
                     "score": None if math.isnan(self.p.scores[i]) else float(self.p.scores[i]),
                 }
             )
-        ab = self.sweep_targets(cand)
-        candidate_summary = self.summary(cand.target, self.candidate)
-        shadow_cost = self.costs(cand.shadow, self.candidate)
-        candidate_summary.update(
+        return changes, dict(pairs)
+
+    def _candidate_summary(self, cand: PolicyRun) -> dict[str, Any]:
+        out = self.summary(cand.target, self.candidate)
+        out.update(
             rules=dict(Counter(cand.rules)),
             rollout={"in": cand.rollout_in, "out": cand.rollout_out},
             shadow_requests=int((cand.shadow >= 0).sum()),
-            shadow_cost_usd=float(shadow_cost.sum()),
+            shadow_cost_usd=float(self.costs(cand.shadow, self.candidate).sum()),
             on_classifier_error=cand.on_classifier_error,
         )
-        baseline_summary = self.summary(base_target, base_policy)
-        recorded_cost = self.p.recorded_cost
-        baseline_summary["recorded_cost_usd"] = (
-            float(np.nansum(recorded_cost)) if not np.isnan(recorded_cost).all() else None
+        return out
+
+    def _baseline_summary(self, target: IntArray, policy: Policy) -> dict[str, Any]:
+        out = self.summary(target, policy)
+        recorded = self.p.recorded_cost
+        out["recorded_cost_usd"] = (
+            float(np.nansum(recorded)) if not np.isnan(recorded).all() else None
         )
-        labels = self.p.labels
-        n = len(self.p)
-        scores = self.p.scores[~np.isnan(self.p.scores)]
-        lo, hi = (0.0, 1.0)
-        if scores.size and (scores.min() < 0 or scores.max() > 1):
-            lo, hi = float(scores.min()), float(scores.max())
-        counts, edges = np.histogram(scores, bins=20, range=(lo, hi))
-        groups = dict.fromkeys(self.p.groups)
-        per_group: dict[str, Any] = {}
-        if len(groups) > 1:
-            g_arr = np.asarray(self.p.groups, dtype=object)
-            for g in groups:
-                m = g_arr == g
-                per_group[g] = {
-                    "requests": int(m.sum()),
-                    "share": {
-                        name: float((cand.target[m] == i).mean())
-                        for i, name in enumerate(self.names)
-                    },
-                }
-        report: dict[str, Any] = {
-            "records": n,
-            "upstreams": self.names,
-            "strong": self.strong,
-            "weak": self.weak,
-            "compared_with": base_kind,
-            "candidate": candidate_summary,
-            "baseline": baseline_summary,
-            "changes": {
-                "count": len(changes),
-                "share": len(changes) / max(n, 1),
-                "by_pair": dict(pairs),
-                "sample": changes[:change_sample],
-            },
-            "labels": {
-                "labelled_records": sum(lab.labelled for lab in labels),
-                "coverage": sum(lab.labelled for lab in labels) / max(n, 1),
-                "paired_records": int(self.paired_mask().sum()),
-                "by_source": dict(Counter(lab.source for lab in labels)),
-                "feedback_entries": sum(lab.feedback for lab in labels),
-                "shadow_pairs": sum(lab.shadow_pair for lab in labels),
-            },
-            "oracle": self.oracle(),
-            "inputs": {
-                "scored_records": int(scores.size),
-                "tokens_estimated": self.p.tokens_estimated,
-                "conversation_exact": self.p.conversation_exact,
-            },
-            "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
-            "per_group": per_group,
-            "sweep": self.sweep_points(ab, cand.target) if ab is not None else None,
-            "eval": self.eval_metrics(ab, cand.target) if ab is not None else {},
+        return out
+
+
+def _label_counts(labels: Sequence[Labels], paired_records: int) -> dict[str, Any]:
+    n = len(labels)
+    return {
+        "labelled_records": sum(lab.labelled for lab in labels),
+        "coverage": sum(lab.labelled for lab in labels) / max(n, 1),
+        "paired_records": paired_records,
+        "by_source": dict(Counter(lab.source for lab in labels)),
+        "feedback_entries": sum(lab.feedback for lab in labels),
+        "shadow_pairs": sum(lab.shadow_pair for lab in labels),
+    }
+
+
+def _per_group_shares(groups: list[str], names: list[str], target: IntArray) -> dict[str, Any]:
+    """The candidate's shares per record group; empty when there is one group."""
+    distinct = dict.fromkeys(groups)
+    if len(distinct) <= 1:
+        return {}
+    g_arr = np.asarray(groups, dtype=object)
+    out: dict[str, Any] = {}
+    for g in distinct:
+        m = g_arr == g
+        out[g] = {
+            "requests": int(m.sum()),
+            "share": {name: float((target[m] == i).mean()) for i, name in enumerate(names)},
         }
-        return ReplayResult(report=report, changes=changes)
+    return out
+
+
+def _score_histogram(scores: FloatArray) -> dict[str, Any]:
+    """20 bins over 0..1, or over the scores' own range when they leave it."""
+    lo, hi = (0.0, 1.0)
+    if scores.size and (scores.min() < 0 or scores.max() > 1):
+        lo, hi = float(scores.min()), float(scores.max())
+    counts, edges = np.histogram(scores, bins=20, range=(lo, hi))
+    return {"edges": edges.tolist(), "counts": counts.tolist()}
 
 
 def replay(

@@ -250,6 +250,34 @@ def _lines(pair: Pair, outcome: str, now: float) -> list[dict[str, Any]]:
     return out
 
 
+async def _rate(
+    client: httpx.AsyncClient, cfg: JudgeConfig, pacer: _Pacer, pair: Pair, stats: JudgeStats
+) -> str | None:
+    """The pair's outcome with the answers shown in both orders, counted in `stats`;
+    None when either verdict is missing."""
+    a_first = cfg.rubric.format(
+        prompt=pair.prompt, answer_a=pair.served_answer, answer_b=pair.shadow_answer
+    )
+    b_first = cfg.rubric.format(
+        prompt=pair.prompt, answer_a=pair.shadow_answer, answer_b=pair.served_answer
+    )
+    first, second = await asyncio.gather(
+        _ask(client, cfg, pacer, a_first, stats),
+        _ask(client, cfg, pacer, b_first, stats),
+    )
+    if first is None or second is None:
+        stats.unrated += 1
+        return None
+    outcome = _combine(first, second)
+    stats.rated += 1
+    if outcome == "tie":
+        stats.ties += 1
+    else:
+        up = pair.served if outcome == "served" else pair.shadow
+        stats.wins[up] = stats.wins.get(up, 0) + 1
+    return outcome
+
+
 async def judge_pairs(
     pairs: list[Pair],
     cfg: JudgeConfig,
@@ -283,26 +311,8 @@ async def judge_pairs(
                     if over_budget():
                         stats.stopped_by_cost += 1
                         continue
-                    a_first = cfg.rubric.format(
-                        prompt=pair.prompt, answer_a=pair.served_answer, answer_b=pair.shadow_answer
-                    )
-                    b_first = cfg.rubric.format(
-                        prompt=pair.prompt, answer_a=pair.shadow_answer, answer_b=pair.served_answer
-                    )
-                    first, second = await asyncio.gather(
-                        _ask(client, cfg, pacer, a_first, stats),
-                        _ask(client, cfg, pacer, b_first, stats),
-                    )
-                    if first is None or second is None:
-                        stats.unrated += 1
-                    else:
-                        outcome = _combine(first, second)
-                        stats.rated += 1
-                        if outcome == "tie":
-                            stats.ties += 1
-                        else:
-                            up = pair.served if outcome == "served" else pair.shadow
-                            stats.wins[up] = stats.wins.get(up, 0) + 1
+                    outcome = await _rate(client, cfg, pacer, pair, stats)
+                    if outcome is not None:
                         for line in _lines(pair, outcome, time.time()):
                             fh.write(json.dumps(line) + "\n")
                         fh.flush()

@@ -122,6 +122,12 @@ async def _send(
         err = data.get("error")
         out["error"] = (err.get("code") or err.get("type")) if isinstance(err, dict) else "error"
         return out
+    _read_answer(out, data, policy)
+    return out
+
+
+def _read_answer(out: dict[str, Any], data: dict[str, Any], policy: Policy | None) -> None:
+    """Tokens, answer text and, when the policy prices the route, cost of a 2xx completion."""
     raw_usage = data.get("usage")
     usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
     out["tokens_in"] = usage.get("prompt_tokens")
@@ -138,7 +144,6 @@ async def _send(
     ):
         price = policy.upstreams[route].price
         out["cost_usd"] = round(price.cost(out["tokens_in"], out["tokens_out"]), 8)
-    return out
 
 
 async def run_live(

@@ -236,20 +236,11 @@ def _advice_section(advice: dict[str, Any] | None) -> str:
 
 
 def render_html(report: dict[str, Any], title: str = "Replay report") -> str:
-    ups = report["upstreams"]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-        f"<p class='note'>{report['records']} records; candidate "
-        f"<code>{escape(str(report.get('policy', '')))}</code>, compared with "
-        f"{escape(report['compared_with'])}"
-        + (
-            f" <code>{escape(str(report['baseline_policy']))}</code>"
-            if report.get("baseline_policy")
-            else ""
-        )
-        + ".</p>",
+        _intro(report),
         _advice_section(report.get("advice")),
         "<h2>Summary</h2>",
         _table(
@@ -260,45 +251,74 @@ def render_html(report: dict[str, Any], title: str = "Replay report") -> str:
                 "quality",
                 "coverage",
                 "quality (paired)",
-                *(f"share {u}" for u in ups),
+                *(f"share {u}" for u in report["upstreams"]),
             ],
             _summary_rows(report),
         ),
-        "<h2>Plots</h2><div class='plots'>",
-        _sweep_plot(report),
-        stacked_bars(
-            "Share per route",
-            [
-                ("baseline", report["baseline"]["share"]),
-                ("candidate", report["candidate"]["share"]),
-            ]
-            + ([("oracle", report["oracle"]["share"])] if report.get("oracle") else []),
-        ),
-        bar_chart(
-            "Score histogram",
-            report["histogram"]["edges"],
-            report["histogram"]["counts"],
-            "classifier score",
-        ),
-        _eval_plot(report),
-        "</div>",
+        _plots(report),
+        _sweep_table(report),
+        _eval_section(report),
+        _changes_section(report),
+        _labels_section(report),
+        "<h2>Assumptions</h2><ul>",
+        *(f"<li>{escape(a)}</li>" for a in report.get("assumptions", [])),
+        "</ul></body></html>",
     ]
-    parts.append(_sweep_table(report))
+    return "".join(parts)
+
+
+def _intro(report: dict[str, Any]) -> str:
+    baseline = report.get("baseline_policy")
+    return (
+        f"<p class='note'>{report['records']} records; candidate "
+        f"<code>{escape(str(report.get('policy', '')))}</code>, compared with "
+        f"{escape(report['compared_with'])}"
+        + (f" <code>{escape(str(baseline))}</code>" if baseline else "")
+        + ".</p>"
+    )
+
+
+def _plots(report: dict[str, Any]) -> str:
+    shares = [
+        ("baseline", report["baseline"]["share"]),
+        ("candidate", report["candidate"]["share"]),
+    ] + ([("oracle", report["oracle"]["share"])] if report.get("oracle") else [])
+    return "".join(
+        [
+            "<h2>Plots</h2><div class='plots'>",
+            _sweep_plot(report),
+            stacked_bars("Share per route", shares),
+            bar_chart(
+                "Score histogram",
+                report["histogram"]["edges"],
+                report["histogram"]["counts"],
+                "classifier score",
+            ),
+            _eval_plot(report),
+            "</div>",
+        ]
+    )
+
+
+def _eval_section(report: dict[str, Any]) -> str:
     ev = report.get("eval") or {}
-    if ev:
-        parts.append("<h2>Routing metrics per group (router eval definitions)</h2>")
-        parts.append(
-            _table(
-                ["group", "n", "APGR", "CPT(20%)", "CPT(50%)", "CPT(80%)", "ties"],
-                [
-                    [g, m["n"], m["apgr"], m["cpt20"], m["cpt50"], m["cpt80"], m["ties"]]
-                    for g, m in ev.items()
-                ],
-            )
-        )
+    if not ev:
+        return ""
+    return "<h2>Routing metrics per group (router eval definitions)</h2>" + _table(
+        ["group", "n", "APGR", "CPT(20%)", "CPT(50%)", "CPT(80%)", "ties"],
+        [
+            [g, m["n"], m["apgr"], m["cpt20"], m["cpt50"], m["cpt80"], m["ties"]]
+            for g, m in ev.items()
+        ],
+    )
+
+
+def _changes_section(report: dict[str, Any]) -> str:
     ch = report["changes"]
-    parts.append(f"<h2>Changed routes: {ch['count']} ({ch['share']:.1%})</h2>")
-    parts.append(_table(["from -> to", "requests"], [[k, v] for k, v in ch["by_pair"].items()]))
+    parts = [
+        f"<h2>Changed routes: {ch['count']} ({ch['share']:.1%})</h2>",
+        _table(["from -> to", "requests"], [[k, v] for k, v in ch["by_pair"].items()]),
+    ]
     if ch["sample"]:
         parts.append(
             _table(
@@ -309,26 +329,23 @@ def render_html(report: dict[str, Any], title: str = "Replay report") -> str:
                 ],
             )
         )
-    lab = report["labels"]
-    parts.append("<h2>Labels</h2>")
-    parts.append(
-        _table(
-            ["labelled", "coverage", "paired", "feedback entries", "shadow pairs"],
-            [
-                [
-                    lab["labelled_records"],
-                    f"{lab['coverage']:.1%}",
-                    lab["paired_records"],
-                    lab["feedback_entries"],
-                    lab["shadow_pairs"],
-                ]
-            ],
-        )
-    )
-    parts.append("<h2>Assumptions</h2><ul>")
-    parts += [f"<li>{escape(a)}</li>" for a in report.get("assumptions", [])]
-    parts.append("</ul></body></html>")
     return "".join(parts)
+
+
+def _labels_section(report: dict[str, Any]) -> str:
+    lab = report["labels"]
+    return "<h2>Labels</h2>" + _table(
+        ["labelled", "coverage", "paired", "feedback entries", "shadow pairs"],
+        [
+            [
+                lab["labelled_records"],
+                f"{lab['coverage']:.1%}",
+                lab["paired_records"],
+                lab["feedback_entries"],
+                lab["shadow_pairs"],
+            ]
+        ],
+    )
 
 
 def write_report(result: ReplayResult, out: str | Path, title: str = "Replay report") -> Path:

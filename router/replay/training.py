@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,9 @@ __all__ = [
     "is_holdout",
     "train",
 ]
+
+if TYPE_CHECKING:
+    from router.scoring.model_dir import ModelDir
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -261,66 +264,24 @@ def train(
     base_dir = Path(base) if base is not None else default_model_dir()
     old_meta = ModelDir.load(base_dir)
     examples, textless = examples_from_records(records, strong, weak)
-    held = [ex for ex in examples if is_holdout(ex.request_id, holdout)]
-    fit_set = [ex for ex in examples if not is_holdout(ex.request_id, holdout)]
-    if len(fit_set) < 10 or len({ex.label for ex in fit_set}) < 2:
-        raise ValueError(
-            f"need at least 10 training examples with both labels; have {len(fit_set)} "
-            f"({textless} labelled records lack prompt text: record with prompts: true)"
-        )
-    old = make(base_dir)
+    _require_fit_set(examples, holdout, textless)
     texts = [ex.text for ex in examples]
-    old_scores, emb = _score_all(old, texts)
-    log_chars = np.log1p(np.asarray([len(t) for t in texts], dtype=np.float64))
-    x = np.hstack([emb.astype(np.float64), log_chars[:, None]])
+    old_scores, emb = _score_all(make(base_dir), texts)
     y = np.asarray([ex.label for ex in examples])
     is_held = np.asarray([is_holdout(ex.request_id, holdout) for ex in examples])
-    base_logit = _logit(old_scores)
-    fitted: WarmHead | LogisticHead
-    if warm:
-        fitted = fit_warm(base_logit[~is_held], x[~is_held], y[~is_held], l2=l2)
-        expected = fitted.predict(base_logit, x)
-    else:
-        fitted = fit_logistic(x[~is_held], y[~is_held], l2=l2)
-        expected = fitted.predict(x)
+    fitted, expected = _fit_head(old_scores, _features(emb, texts), y, is_held, l2=l2, warm=warm)
 
     out = Path(out)
-    if out.resolve() == base_dir.resolve():
-        raise ValueError("--out must differ from the base classifier directory")
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(old_meta.tokenizer_file, out / "tokenizer.json")
-    base_model = old_meta.model_file.read_bytes()
-    if isinstance(fitted, WarmHead):
-        model = warm_head(base_model, fitted.scale, fitted.weight, fitted.bias)
-        how = (
-            f"{old_meta.name}'s head (kept whole) plus a logistic correction warm-started "
-            f"from it and fitted by `router train` on {int((~is_held).sum())} labelled "
-            f"records (l2={l2} towards the base head)"
-        )
-    else:
-        model = replace_head(base_model, fitted.weight, fitted.bias)
-        how = (
-            f"logistic head retrained from scratch by `router train` on "
-            f"{int((~is_held).sum())} labelled records (l2={l2}), encoder of {old_meta.name}"
-        )
-    (out / "model.onnx").write_bytes(model)
-    meta = json.loads((base_dir / "classifier.json").read_text(encoding="utf-8"))
-    meta.update(name=out.name, score=f"P(strong needed): {how}", base_classifier=old_meta.name)
-    (out / "classifier.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    _write_classifier(out, base_dir, old_meta, fitted, n_train=int((~is_held).sum()), l2=l2)
 
-    new = make(out)
-    new_scores, _ = _score_all(new, texts)
-    # The ONNX head must compute what numpy fitted (float32 rounding aside).
-    drift = float(np.abs(new_scores - expected).max()) if len(texts) else 0.0
-    if drift > 1e-3:
-        raise RuntimeError(f"the written head disagrees with the fitted one (max diff {drift})")
-
+    new_scores, _ = _score_all(make(out), texts)
+    drift = _head_drift(new_scores, expected)
     # Percent rules (`score: {top_percent: N}`) need the new model's own quantiles;
     # the records' prompts are the team's traffic.
     QuantileTable.from_scores(
         new_scores, source=f"router train: {len(texts)} record prompts", model=out.name
     ).write(out / QUANTILES_FILE)
-
+    held_labels, held_routing, table = _held_out(examples, is_held, y, old_scores, new_scores)
     summary: dict[str, Any] = {
         "base": str(base_dir),
         "warm_start": warm,
@@ -332,32 +293,131 @@ def train(
         "strong_needed_rate": float(y.mean()),
         "labelled_without_text": textless,
         "onnx_head_max_diff": drift,
-        "held_out_labels": {},
-        "held_out_routing": {},
+        "held_out_labels": held_labels,
+        "held_out_routing": held_routing,
     }
-    table = ""
-    if is_held.any():
-        summary["held_out_labels"] = {
-            "old": _label_metrics(old_scores[is_held].astype(np.float64), y[is_held]),
-            "new": _label_metrics(new_scores[is_held].astype(np.float64), y[is_held]),
-        }
-        benches = _benchmarks(held)
-        if benches:
-            held_idx = np.flatnonzero(is_held)
-            bench_map = {g: b for g, (b, _) in benches.items()}
-            old_s = {g: old_scores[held_idx[idx]] for g, (_, idx) in benches.items()}
-            new_s = {g: new_scores[held_idx[idx]] for g, (_, idx) in benches.items()}
-            report = compare(bench_map, old_s, name="old")
-            for g, row in compare(bench_map, new_s, name="new").items():
-                report[g] = {
-                    "old": report[g]["old"],
-                    "new": row["new"],
-                    **{k: v for k, v in report[g].items() if k != "old"},
-                }
-            summary["held_out_routing"] = to_json(report, bench_map)
-            table = format_table(report, bench_map)
     (out / "train-report.json").write_text(json.dumps(summary, indent=2) + "\n")
     return TrainResult(out=out, summary=summary, table=table)
+
+
+def _require_fit_set(examples: Sequence[Example], holdout: float, textless: int) -> None:
+    fit_set = [ex for ex in examples if not is_holdout(ex.request_id, holdout)]
+    if len(fit_set) < 10 or len({ex.label for ex in fit_set}) < 2:
+        raise ValueError(
+            f"need at least 10 training examples with both labels; have {len(fit_set)} "
+            f"({textless} labelled records lack prompt text: record with prompts: true)"
+        )
+
+
+def _features(emb: npt.NDArray[np.float32], texts: Sequence[str]) -> FloatArray:
+    """The shipped head's input: the embedding plus `log1p(prompt chars)`."""
+    log_chars = np.log1p(np.asarray([len(t) for t in texts], dtype=np.float64))
+    return np.hstack([emb.astype(np.float64), log_chars[:, None]])
+
+
+def _fit_head(
+    old_scores: npt.NDArray[np.float32],
+    x: FloatArray,
+    y: FloatArray,
+    is_held: npt.NDArray[np.bool_],
+    *,
+    l2: float,
+    warm: bool,
+) -> tuple[WarmHead | LogisticHead, FloatArray]:
+    """The head fitted on the non-held-out rows, and its scores for every row."""
+    if warm:
+        base_logit = _logit(old_scores)
+        warm_fit = fit_warm(base_logit[~is_held], x[~is_held], y[~is_held], l2=l2)
+        return warm_fit, warm_fit.predict(base_logit, x)
+    cold_fit = fit_logistic(x[~is_held], y[~is_held], l2=l2)
+    return cold_fit, cold_fit.predict(x)
+
+
+def _write_classifier(
+    out: Path,
+    base_dir: Path,
+    old_meta: ModelDir,
+    fitted: WarmHead | LogisticHead,
+    *,
+    n_train: int,
+    l2: float,
+) -> None:
+    """The base directory's tokenizer and metadata with the fitted head in its graph."""
+    if out.resolve() == base_dir.resolve():
+        raise ValueError("--out must differ from the base classifier directory")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(old_meta.tokenizer_file, out / "tokenizer.json")
+    base_model = old_meta.model_file.read_bytes()
+    if isinstance(fitted, WarmHead):
+        model = warm_head(base_model, fitted.scale, fitted.weight, fitted.bias)
+        how = (
+            f"{old_meta.name}'s head (kept whole) plus a logistic correction warm-started "
+            f"from it and fitted by `router train` on {n_train} labelled "
+            f"records (l2={l2} towards the base head)"
+        )
+    else:
+        model = replace_head(base_model, fitted.weight, fitted.bias)
+        how = (
+            f"logistic head retrained from scratch by `router train` on "
+            f"{n_train} labelled records (l2={l2}), encoder of {old_meta.name}"
+        )
+    (out / "model.onnx").write_bytes(model)
+    meta = json.loads((base_dir / "classifier.json").read_text(encoding="utf-8"))
+    meta.update(name=out.name, score=f"P(strong needed): {how}", base_classifier=old_meta.name)
+    (out / "classifier.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def _head_drift(new_scores: npt.NDArray[np.float32], expected: FloatArray) -> float:
+    # The ONNX head must compute what numpy fitted (float32 rounding aside).
+    drift = float(np.abs(new_scores - expected).max()) if len(new_scores) else 0.0
+    if drift > 1e-3:
+        raise RuntimeError(f"the written head disagrees with the fitted one (max diff {drift})")
+    return drift
+
+
+def _held_out(
+    examples: Sequence[Example],
+    is_held: npt.NDArray[np.bool_],
+    y: FloatArray,
+    old_scores: npt.NDArray[np.float32],
+    new_scores: npt.NDArray[np.float32],
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Old against new head on the held-out records: label metrics, routing, its table."""
+    if not is_held.any():
+        return {}, {}, ""
+    labels = {
+        "old": _label_metrics(old_scores[is_held].astype(np.float64), y[is_held]),
+        "new": _label_metrics(new_scores[is_held].astype(np.float64), y[is_held]),
+    }
+    held = [ex for ex, h in zip(examples, is_held.tolist(), strict=True) if h]
+    routing = _held_out_routing(held, is_held, old_scores, new_scores)
+    if routing is None:
+        return labels, {}, ""
+    return labels, routing[0], routing[1]
+
+
+def _held_out_routing(
+    held: Sequence[Example],
+    is_held: npt.NDArray[np.bool_],
+    old_scores: npt.NDArray[np.float32],
+    new_scores: npt.NDArray[np.float32],
+) -> tuple[dict[str, Any], str] | None:
+    """Old against new head as `router eval` reports them, or None without a benchmark."""
+    benches = _benchmarks(held)
+    if not benches:
+        return None
+    held_idx = np.flatnonzero(is_held)
+    bench_map = {g: b for g, (b, _) in benches.items()}
+    old_s = {g: old_scores[held_idx[idx]] for g, (_, idx) in benches.items()}
+    new_s = {g: new_scores[held_idx[idx]] for g, (_, idx) in benches.items()}
+    report = compare(bench_map, old_s, name="old")
+    for g, row in compare(bench_map, new_s, name="new").items():
+        report[g] = {
+            "old": report[g]["old"],
+            "new": row["new"],
+            **{k: v for k, v in report[g].items() if k != "old"},
+        }
+    return to_json(report, bench_map), format_table(report, bench_map)
 
 
 def _score_all(

@@ -150,45 +150,9 @@ async def build(
     now = history.read(time.time())
     since = history.at(now.ts - window)
     delta = history.delta(now, since)
-
     answered = by_label(delta, "router_requests_total", 1)
-    requests = sum(answered.values())
-    by_rule = by_label(delta, "router_requests_total", 0)
-    errors: dict[str, float] = {}
-    for (name, labels), value in delta.items():
-        if name == "router_requests_total" and value and labels[2][:1] == "5":
-            errors[labels[1]] = errors.get(labels[1], 0.0) + value
-    failed = by_label(delta, "router_fallbacks_total", 0)
-
-    spend = by_label(delta, "router_cost_usd_total", 0)
-    top = sum(by_label(delta, "router_cost_top_usd_total", 0).values())
-    cache_saved = sum(by_label(delta, "router_cache_saved_usd_total", 0).values())
-    cost = sum(spend.values())
-    hits_by_kind = by_label(delta, "router_cache_hits_total", 0)
-    hits = sum(hits_by_kind.values())
-    misses = sum(by_label(delta, "router_cache_misses_total", 0).values())
-
+    errors = _server_errors(delta)
     recent = runtime.decisions.latest()
-    upstream_latency = quantiles_by(delta, "router_upstream_seconds", _QS)
-    overhead = quantiles_by(delta, "router_overhead_seconds", _QS).get("")
-    upstreams = []
-    for name, upstream in policy.upstreams.items():
-        client = runtime.pool.clients.get(name)
-        attempts = answered.get(name, 0.0) + failed.get(name, 0.0)
-        upstreams.append(
-            {
-                "name": name,
-                "model": upstream.model,
-                "price": {"input": upstream.price.input, "output": upstream.price.output},
-                "requests": answered.get(name, 0.0),
-                "errors": errors.get(name, 0.0),
-                "failed_attempts": failed.get(name, 0.0),
-                "error_rate": failed.get(name, 0.0) / attempts if attempts else None,
-                "latency_s": upstream_latency.get(name, {}),
-                "cost_usd": _round(spend.get(name, 0.0)),
-                "breaker": client.breaker.state if client is not None else "unknown",
-            }
-        )
     return {
         "now": now.ts,
         "window_s": window,
@@ -204,32 +168,85 @@ async def build(
             "scoring": policy.scoring.enabled,
         },
         "totals": {
-            "requests": requests,
+            "requests": sum(answered.values()),
             "errors": sum(errors.values()),
             "by_route": answered,
-            "by_rule": by_rule,
+            "by_rule": by_label(delta, "router_requests_total", 0),
             "calls": _by_two_labels(delta, "router_calls_total"),
             "scoring_errors": sum(by_label(delta, "router_scoring_errors_total", 0).values()),
         },
-        "savings": {
-            "cost_usd": _round(cost),
-            "all_top_usd": _round(top),
-            "saved_usd": _round(top - cost),
-            "saved_share": (top - cost) / top if top > 0 else None,
-        },
-        "cache": {
-            "enabled": policy.cache is not None,
-            "hits": hits,
-            "hits_by_kind": hits_by_kind,
-            "misses": misses,
-            "hit_rate": hits / (hits + misses) if hits + misses else None,
-            "saved_usd": _round(cache_saved),
-            "errors": by_label(delta, "router_cache_errors_total", 0),
-        },
-        "overhead_s": overhead or {},
-        "upstreams": upstreams,
+        "savings": _savings(delta),
+        "cache": _cache(runtime, delta),
+        "overhead_s": quantiles_by(delta, "router_overhead_seconds", _QS).get("") or {},
+        "upstreams": _upstreams(runtime, delta, answered, errors),
         "routes": _routes(runtime, delta, recent),
         "budgets": await _budgets(runtime, {r.get("tenant", "") for r in recent[:200]}),
         "timeline": _timeline(history, now, window),
         "decisions": [_decision(r, policy.record.prompts) for r in recent[:last]],
     }
+
+
+def _server_errors(delta: dict[Any, float]) -> dict[str, float]:
+    """5xx answers per answering route."""
+    errors: dict[str, float] = {}
+    for (name, labels), value in delta.items():
+        if name == "router_requests_total" and value and labels[2][:1] == "5":
+            errors[labels[1]] = errors.get(labels[1], 0.0) + value
+    return errors
+
+
+def _savings(delta: dict[Any, float]) -> dict[str, Any]:
+    """Spend against what sending everything to the dearest upstream would have cost."""
+    cost = sum(by_label(delta, "router_cost_usd_total", 0).values())
+    top = sum(by_label(delta, "router_cost_top_usd_total", 0).values())
+    return {
+        "cost_usd": _round(cost),
+        "all_top_usd": _round(top),
+        "saved_usd": _round(top - cost),
+        "saved_share": (top - cost) / top if top > 0 else None,
+    }
+
+
+def _cache(runtime: Runtime, delta: dict[Any, float]) -> dict[str, Any]:
+    hits_by_kind = by_label(delta, "router_cache_hits_total", 0)
+    hits = sum(hits_by_kind.values())
+    misses = sum(by_label(delta, "router_cache_misses_total", 0).values())
+    return {
+        "enabled": runtime.policy.cache is not None,
+        "hits": hits,
+        "hits_by_kind": hits_by_kind,
+        "misses": misses,
+        "hit_rate": hits / (hits + misses) if hits + misses else None,
+        "saved_usd": _round(sum(by_label(delta, "router_cache_saved_usd_total", 0).values())),
+        "errors": by_label(delta, "router_cache_errors_total", 0),
+    }
+
+
+def _upstreams(
+    runtime: Runtime,
+    delta: dict[Any, float],
+    answered: dict[str, float],
+    errors: dict[str, float],
+) -> list[dict[str, Any]]:
+    failed = by_label(delta, "router_fallbacks_total", 0)
+    spend = by_label(delta, "router_cost_usd_total", 0)
+    latency = quantiles_by(delta, "router_upstream_seconds", _QS)
+    rows = []
+    for name, upstream in runtime.policy.upstreams.items():
+        client = runtime.pool.clients.get(name)
+        attempts = answered.get(name, 0.0) + failed.get(name, 0.0)
+        rows.append(
+            {
+                "name": name,
+                "model": upstream.model,
+                "price": {"input": upstream.price.input, "output": upstream.price.output},
+                "requests": answered.get(name, 0.0),
+                "errors": errors.get(name, 0.0),
+                "failed_attempts": failed.get(name, 0.0),
+                "error_rate": failed.get(name, 0.0) / attempts if attempts else None,
+                "latency_s": latency.get(name, {}),
+                "cost_usd": _round(spend.get(name, 0.0)),
+                "breaker": client.breaker.state if client is not None else "unknown",
+            }
+        )
+    return rows
