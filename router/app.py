@@ -9,6 +9,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from router.endpoints import Endpoints
 from router.errors import RouterError, clip
 from router.ingress.admin import admin_allowed
 from router.ingress.headers import header_limit_error
@@ -57,15 +58,16 @@ class RouterMiddleware:
         self.runtime = self.router.runtime
         relay = Passthrough(self.runtime)
         self.relay = relay
+        own = Endpoints(self.runtime)
         self._routes: dict[str, tuple[str, ASGIApp]] = {
             "/v1/chat/completions": ("POST", self.router.chat),
             "/v1/responses": ("POST", self.router.responses),
             "/v1/messages": ("POST", self.router.messages),
-            "/v1/messages/count_tokens": ("POST", self.router.count_tokens),
+            "/v1/messages/count_tokens": ("POST", own.count_tokens),
             "/v1/embeddings": ("POST", relay.embeddings),
             "/v1/completions": ("POST", relay.completions),
-            "/v1/models": ("GET", self.router.models),
-            "/v1/feedback": ("POST", self.router.feedback),
+            "/v1/models": ("GET", own.models),
+            "/v1/feedback": ("POST", own.feedback),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -112,79 +112,103 @@ async def relay_stream(
     deadline: float,
 ) -> None:
     """Pass the stream on event by event; `first` holds the events already read and checked."""
-    record, send = ex.record, ex.send
-    record.overhead_ms = round(max(time.perf_counter() - ex.t0 - upstream_s, 0.0) * 1000, 3)
-    record.status = reply.response.status_code
-    out = ex.out
-    content_type = reply.response.headers.get("content-type", "text/event-stream").encode()
-    if not out.passthrough:
-        content_type = b"text/event-stream"
-    headers = response_headers(record, ex.decision, content_type)
-    headers += passed_response_headers(ex.policy.headers.response, reply.response.headers.raw)
-    headers.append((b"cache-control", b"no-cache"))
-    await send({"type": "http.response.start", "status": record.status, "headers": headers})
-    if opening := out.start():
-        await send({"type": "http.response.body", "body": opening, "more_body": True})
-    keep_text = ex.policy.record.prompts
-    slot = ex.slot
-    wanted = slot is not None and slot.wants(reply.upstream.name, reply.response.status_code)
-    kept: list[bytes] | None = [] if wanted else None
-    parts: list[str] = []
-    saw_done = False
+    relay = _StreamRelay(ex, reply, buffer, drop_usage)
+    ex.record.overhead_ms = round(max(time.perf_counter() - ex.t0 - upstream_s, 0.0) * 1000, 3)
+    await relay.start()
     began = time.perf_counter()
+    await relay.pump(first, deadline)
+    ex.record.upstream_ms = round((upstream_s + time.perf_counter() - began) * 1000, 3)
+    await relay.end()
 
-    async def forward(events: bytes) -> None:
-        nonlocal saw_done
-        if b"[DONE]" in events:
-            saw_done = True
-        if kept is not None:
-            kept.append(events)
-        if keep_text or b'"prompt_tokens"' in events:
-            events = inspect_events(events, record, reply.upstream, parts, drop_usage, keep_text)
-        if events and not out.passthrough:
-            events = out.events(events)
-        if events:
-            await send({"type": "http.response.body", "body": events, "more_body": True})
 
-    try:
-        await forward(first)
-        async with asyncio.timeout(max(deadline - began, 0.001)):
-            async for chunk in reply.chunks():
-                events = buffer.feed(chunk)
-                if events:
-                    await forward(events)
-    except (TimeoutError, httpx.HTTPError) as exc:
-        record.error = "stream_cut"
-        log.warning(
-            "upstream_stream_cut",
-            upstream=reply.upstream.name,
-            error=type(exc).__name__,
-            request_id=record.request_id,
+class _StreamRelay:
+    """One upstream stream on its way to the client: what has passed, what is kept."""
+
+    def __init__(
+        self, ex: Exchange, reply: UpstreamReply, buffer: EventBuffer, drop_usage: bool
+    ) -> None:
+        self.ex, self.reply, self.buffer, self.drop_usage = ex, reply, buffer, drop_usage
+        self.keep_text = ex.policy.record.prompts
+        slot = ex.slot
+        wanted = slot is not None and slot.wants(reply.upstream.name, reply.response.status_code)
+        # The stream's events, kept for the cache when this answer may be stored.
+        self.kept: list[bytes] | None = [] if wanted else None
+        self.parts: list[str] = []
+        self.saw_done = False
+
+    async def start(self) -> None:
+        ex, response = self.ex, self.reply.response
+        ex.record.status = response.status_code
+        content_type = response.headers.get("content-type", "text/event-stream").encode()
+        if not ex.out.passthrough:
+            content_type = b"text/event-stream"
+        headers = response_headers(ex.record, ex.decision, content_type)
+        headers += passed_response_headers(ex.policy.headers.response, response.headers.raw)
+        headers.append((b"cache-control", b"no-cache"))
+        await ex.send(
+            {"type": "http.response.start", "status": ex.record.status, "headers": headers}
         )
-    finally:
-        await reply.aclose()
-    rest = buffer.pending
-    if rest.strip() and record.error is None:
-        # An upstream that ends its last event without the blank line: pass it on.
-        await forward(rest + b"\n\n")
-    record.upstream_ms = round((upstream_s + time.perf_counter() - began) * 1000, 3)
-    if not saw_done and record.error is None:
-        record.error = "stream_cut"
-    if record.error == "stream_cut":
-        # Tell the client the answer is incomplete rather than ending silently:
-        # the SDKs raise on an `error` event.
-        message = f"{reply.upstream.name}: the stream broke off."
-        tail = out.cut(RouterError(502, message, type_="api_error", code="stream_cut"))
-        await send({"type": "http.response.body", "body": tail, "more_body": True})
-    else:
-        await out.final()
-    if keep_text:
-        record.answer = "".join(parts)
-    await send({"type": "http.response.body", "body": b""})
-    if kept is not None and record.error is None:
-        completion = assemble_stream(list(payloads(b"".join(kept))))
-        if completion is not None and slot is not None:
-            slot.offer(reply.upstream.name, reply.response.status_code, completion)
+        if opening := ex.out.start():
+            await ex.send({"type": "http.response.body", "body": opening, "more_body": True})
+
+    async def forward(self, events: bytes) -> None:
+        ex = self.ex
+        if b"[DONE]" in events:
+            self.saw_done = True
+        if self.kept is not None:
+            self.kept.append(events)
+        if self.keep_text or b'"prompt_tokens"' in events:
+            events = inspect_events(
+                events, ex.record, self.reply.upstream, self.parts, self.drop_usage, self.keep_text
+            )
+        if events and not ex.out.passthrough:
+            events = ex.out.events(events)
+        if events:
+            await ex.send({"type": "http.response.body", "body": events, "more_body": True})
+
+    async def pump(self, first: bytes, deadline: float) -> None:
+        """Relay until the upstream ends; a cut or a stall is noted, not raised."""
+        record, reply = self.ex.record, self.reply
+        try:
+            await self.forward(first)
+            async with asyncio.timeout(max(deadline - time.perf_counter(), 0.001)):
+                async for chunk in reply.chunks():
+                    if events := self.buffer.feed(chunk):
+                        await self.forward(events)
+        except (TimeoutError, httpx.HTTPError) as exc:
+            record.error = "stream_cut"
+            log.warning(
+                "upstream_stream_cut",
+                upstream=reply.upstream.name,
+                error=type(exc).__name__,
+                request_id=record.request_id,
+            )
+        finally:
+            await reply.aclose()
+        rest = self.buffer.pending
+        if rest.strip() and record.error is None:
+            # An upstream that ends its last event without the blank line: pass it on.
+            await self.forward(rest + b"\n\n")
+
+    async def end(self) -> None:
+        ex, record, reply = self.ex, self.ex.record, self.reply
+        if not self.saw_done and record.error is None:
+            record.error = "stream_cut"
+        if record.error == "stream_cut":
+            # Tell the client the answer is incomplete rather than ending silently:
+            # the SDKs raise on an `error` event.
+            message = f"{reply.upstream.name}: the stream broke off."
+            tail = ex.out.cut(RouterError(502, message, type_="api_error", code="stream_cut"))
+            await ex.send({"type": "http.response.body", "body": tail, "more_body": True})
+        else:
+            await ex.out.final()
+        if self.keep_text:
+            record.answer = "".join(self.parts)
+        await ex.send({"type": "http.response.body", "body": b""})
+        if self.kept is not None and record.error is None and ex.slot is not None:
+            completion = assemble_stream(list(payloads(b"".join(self.kept))))
+            if completion is not None:
+                ex.slot.offer(reply.upstream.name, reply.response.status_code, completion)
 
 
 def inspect_events(

@@ -34,14 +34,13 @@ from router.conversations import recall, remember
 from router.errors import ClientGone, RouterError, clip
 from router.exchange import Exchange
 from router.features import Features
-from router.formats.anthropic import count_tokens, parse_messages
+from router.formats.anthropic import parse_messages
 from router.formats.dialect import CHAT, Output, anthropic_output, responses_output
 from router.formats.errors import Dialect
 from router.formats.responses import parse_responses
 from router.forwarding import forward
 from router.ingress.auth import tenant_for
 from router.ingress.body import read_body
-from router.ingress.feedback import parse_feedback
 from router.ingress.request import ChatRequest, chat_request, json_object, parse_chat_request
 from router.outcomes.metrics import (
     OVERHEAD,
@@ -51,16 +50,14 @@ from router.outcomes.metrics import (
 from router.outcomes.record import DecisionRecord
 from router.outcomes.sinks import Sink
 from router.outcomes.spend import note_cache_hit
-from router.passthrough import model_list
 from router.policy.decide import Decision, RequestFacts, decide
 from router.policy.model import Policy, ScoringConfig
 from router.responses import (
     headers_of,
     record_headers,
     send_error,
-    send_json,
 )
-from router.runtime import PolicySource, Runtime, Scorer, tenant_digest
+from router.runtime import PolicySource, Runtime, Scorer
 from router.scoring.text import prompt_text
 from router.upstreams.client import UpstreamClient
 from router.upstreams.headers import forwarded_request_headers
@@ -116,37 +113,6 @@ class Router:
 
     # -- endpoints -----------------------------------------------------------------
 
-    async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
-        policy = self.runtime.policy
-        try:
-            tenant_for(policy.auth, headers_of(scope))
-        except RouterError as exc:
-            await send_error(send, exc)
-            return
-        await send_json(send, 200, model_list(policy))
-
-    async def feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Attach an outcome (a score or a label) to a request this router served."""
-        runtime = self.runtime
-        policy, headers = runtime.policy, headers_of(scope)
-        try:
-            tenant = tenant_for(policy.auth, headers)
-            raw = await read_body(receive, headers, 64 * 1024, policy.limits.body_timeout_s)
-            item = parse_feedback(raw)
-            # Another tenant's id reads as unknown: ids must not leak across tenants.
-            if await runtime.tenant_of(item["request_id"]) != tenant_digest(tenant):
-                raise RouterError.not_found(
-                    f"No recent request with id '{item['request_id']}'.", code="request_not_found"
-                )
-        except RouterError as exc:
-            await send_error(send, exc)
-            return
-        except ClientGone:
-            return
-        runtime.sink.emit({"kind": "feedback", "v": 1, "ts": time.time(), "tenant": tenant, **item})
-        reply = {"object": "feedback", "request_id": item["request_id"], "status": "recorded"}
-        await send_json(send, 200, reply)
-
     async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._serve(scope, receive, send, "chat")
 
@@ -157,21 +123,6 @@ class Router:
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Anthropic's Messages API, translated to chat completions and back."""
         await self._serve(scope, receive, send, "anthropic")
-
-    async def count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """`POST /v1/messages/count_tokens`: an estimate (no Claude tokenizer ships)."""
-        policy, headers = self.runtime.policy, headers_of(scope)
-        try:
-            tenant_for(policy.auth, headers)
-            limits = policy.limits
-            raw = await read_body(receive, headers, policy.max_body_bytes, limits.body_timeout_s)
-            body = json_object(raw, limits.max_json_depth)
-            parse_messages(body, count_only=True)
-            await send_json(send, 200, count_tokens(body))
-        except RouterError as exc:
-            await send_error(send, exc, dialect="anthropic")
-        except ClientGone:
-            return
 
     # -- the flow ------------------------------------------------------------------
 
@@ -284,7 +235,9 @@ class Router:
         )
         decision = decide(policy, facts, features)
         if policy.budgets is not None and not decision.reject:
-            call.admission, decision = await self._admit(policy, facts, features, decision, request)
+            call.admission, decision = await _admit(
+                self.runtime, policy, facts, features, decision, request
+            )
             if call.admission.keys is not None:  # the tenant has caps
                 record.budget = "ok" if call.admission.admitted else "exceeded"
         _note_decision(record, decision)
@@ -352,32 +305,6 @@ class Router:
 
     # -- steps ---------------------------------------------------------------------
 
-    async def _admit(
-        self,
-        policy: Policy,
-        facts: RequestFacts,
-        features: Features | None,
-        decision: Decision,
-        request: ChatRequest,
-    ) -> tuple[Admission, Decision]:
-        """Reserve the request's estimated cost; over the cap, decide again as over budget."""
-        budgets, ledger = policy.budgets, self.runtime.ledger
-        assert budgets is not None
-        caps = budgets.caps_for(facts.tenant)
-        client = self.runtime.pool.clients.get(decision.target)
-        if caps is None or ledger is None or client is None:
-            return Admission(True), decision
-        body = request.body
-        out_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        if not isinstance(out_tokens, int):
-            out_tokens = budgets.estimate_output_tokens
-        n = body.get("n") if isinstance(body.get("n"), int) else 1
-        estimate = client.config.price.cost(facts.prompt_tokens, out_tokens * int(n or 1))
-        admission = await ledger.admit(facts.tenant, caps, estimate, facts.request_id)
-        if admission.admitted:
-            return admission, decision
-        return admission, decide(policy, replace(facts, over_budget=True), features)
-
     async def _score(
         self, policy: Policy, request: ChatRequest, record: DecisionRecord
     ) -> Features | None:
@@ -397,6 +324,33 @@ class Router:
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+
+async def _admit(
+    runtime: Runtime,
+    policy: Policy,
+    facts: RequestFacts,
+    features: Features | None,
+    decision: Decision,
+    request: ChatRequest,
+) -> tuple[Admission, Decision]:
+    """Reserve the request's estimated cost; over the cap, decide again as over budget."""
+    budgets, ledger = policy.budgets, runtime.ledger
+    assert budgets is not None
+    caps = budgets.caps_for(facts.tenant)
+    client = runtime.pool.clients.get(decision.target)
+    if caps is None or ledger is None or client is None:
+        return Admission(True), decision
+    body = request.body
+    out_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(out_tokens, int):
+        out_tokens = budgets.estimate_output_tokens
+    n = body.get("n") if isinstance(body.get("n"), int) else 1
+    estimate = client.config.price.cost(facts.prompt_tokens, out_tokens * int(n or 1))
+    admission = await ledger.admit(facts.tenant, caps, estimate, facts.request_id)
+    if admission.admitted:
+        return admission, decision
+    return admission, decide(policy, replace(facts, over_budget=True), features)
 
 
 def _note_decision(record: DecisionRecord, decision: Decision) -> None:

@@ -86,9 +86,7 @@ class UpstreamReply:
                     parts.append(chunk)
         except (TimeoutError, httpx.HTTPError) as exc:
             await self.aclose()
-            raise self._broken(
-                "body_cut", f"the answer broke off ({type(exc).__name__})"
-            ) from None
+            raise self._broken("body_cut", f"the answer broke off ({type(exc).__name__})") from None
         finally:
             await self.aclose()
         raw = b"".join(parts)
@@ -205,7 +203,6 @@ class UpstreamClient:
         Returns once a 2xx status and headers arrived. Nothing has reached the
         client yet at that point, so retrying is still safe.
         """
-        config = self.config
         started = time.perf_counter()
         attempt = 0
         while True:
@@ -219,56 +216,70 @@ class UpstreamClient:
                     status=self.breaker.last_status,
                     retry_after=self.breaker.remaining(),
                 )
-            failure: UpstreamFailure
-            try:
-                budget = min(config.timeouts.first_byte, deadline - time.perf_counter())
-                if budget <= 0:
-                    raise TimeoutError
-                async with asyncio.timeout(budget):
-                    response = await self._send(method, url or self._url, payload, extra)
-            except (TimeoutError, httpx.TimeoutException) as exc:
-                if _refused(exc):
-                    failure = UpstreamFailure(self.name, "connect_error", "connection refused")
-                else:
-                    failure = UpstreamFailure(
-                        self.name, "timeout", "no response before the timeout"
-                    )
-            except httpx.TransportError as exc:
-                failure = UpstreamFailure(self.name, "connect_error", type(exc).__name__)
-            except BaseException:
-                # Cancelled (the client left, or a timeout above us): a probe that
-                # never reports would keep the circuit half-open for good.
-                if probe:
-                    self.breaker.abandon()
-                raise
-            else:
-                status = response.status_code
-                if 200 <= status < 300:
-                    self.breaker.success()
-                    reply = UpstreamReply(self, response, started, time.perf_counter(), attempt)
-                    if self.anthropic:
-                        reply.translate = ChatFromAnthropicStream(
-                            include_usage=_asks_usage(payload)
-                        )
-                    return reply
-                failure = await self._failure(response)
-                if failure.kind == "client_error":
-                    # The request's fault, not the upstream's: no retry, no fallback,
-                    # no breaker count. Hand it to the client.
-                    self.breaker.success()
-                    raise failure
-            self.breaker.failure(failure.status)
-            wait = config.backoff * (2 ** (attempt - 1))
-            if failure.retry_after is not None:
-                wait = max(wait, failure.retry_after)
-            if (
-                attempt > config.retries
-                or failure.kind in ("http_3xx", "upstream_setup")
-                or wait > _MAX_INLINE_WAIT_S
-                or time.perf_counter() + wait >= deadline
-            ):
-                raise failure
+            outcome = await self._once(method, url or self._url, payload, extra, deadline, probe)
+            if isinstance(outcome, httpx.Response):
+                self.breaker.success()
+                reply = UpstreamReply(self, outcome, started, time.perf_counter(), attempt)
+                if self.anthropic:
+                    reply.translate = ChatFromAnthropicStream(include_usage=_asks_usage(payload))
+                return reply
+            if outcome.kind == "client_error":
+                # The request's fault, not the upstream's: no retry, no fallback,
+                # no breaker count. Hand it to the client.
+                self.breaker.success()
+                raise outcome
+            self.breaker.failure(outcome.status)
+            wait = self._retry_wait(outcome, attempt, deadline)
+            if wait is None:
+                raise outcome
             await asyncio.sleep(wait)
+
+    async def _once(
+        self,
+        method: str,
+        url: httpx.URL,
+        payload: bytes,
+        extra: Headers,
+        deadline: float,
+        probe: bool,
+    ) -> httpx.Response | UpstreamFailure:
+        """One attempt: a 2xx response (body unread), or what went wrong."""
+        try:
+            budget = min(self.config.timeouts.first_byte, deadline - time.perf_counter())
+            if budget <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(budget):
+                response = await self._send(method, url, payload, extra)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            if _refused(exc):
+                return UpstreamFailure(self.name, "connect_error", "connection refused")
+            return UpstreamFailure(self.name, "timeout", "no response before the timeout")
+        except httpx.TransportError as exc:
+            return UpstreamFailure(self.name, "connect_error", type(exc).__name__)
+        except BaseException:
+            # Cancelled (the client left, or a timeout above us): a probe that never
+            # reports would keep the circuit half-open for good.
+            if probe:
+                self.breaker.abandon()
+            raise
+        if 200 <= response.status_code < 300:
+            return response
+        return await self._failure(response)
+
+    def _retry_wait(self, failure: UpstreamFailure, attempt: int, deadline: float) -> float | None:
+        """Seconds to wait before trying this upstream again, or None: move on."""
+        config = self.config
+        wait: float = config.backoff * 2.0 ** (attempt - 1)
+        if failure.retry_after is not None:
+            wait = max(wait, failure.retry_after)
+        if (
+            attempt > config.retries
+            or failure.kind in ("http_3xx", "upstream_setup")
+            or wait > _MAX_INLINE_WAIT_S
+            or time.perf_counter() + wait >= deadline
+        ):
+            return None
+        return wait
 
     async def _failure(self, response: httpx.Response) -> UpstreamFailure:
         status = response.status_code
