@@ -251,7 +251,7 @@ def finish(span: Span | None, record: DecisionRecord) -> None:
         "router.targets": record.targets or None,
         "router.tried": record.tried or None,
         "router.budget": record.budget,
-        "router.dialect": getattr(record, "dialect", None),
+        "router.dialect": record.dialect,
         "router.cost_usd": record.cost_usd,
         "router.overhead_ms": record.overhead_ms,
         "error.type": record.error,

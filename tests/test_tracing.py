@@ -336,3 +336,15 @@ def test_provider_from_environment(monkeypatch) -> None:  # type: ignore[no-unty
     provider = tracing._provider()
     assert provider is not None and provider.resource.attributes["service.name"] == "hybrid-router"
     provider.shutdown()
+
+
+def test_anthropic_dialect_is_one_span_too(exporter, make_traced) -> None:  # type: ignore[no-untyped-def]
+    traced = make_traced()
+    body = {"model": "auto", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    reply = httpx.post(f"{traced.url}/v1/messages", json=body, headers={"x-tenant-id": "t1"})
+    assert reply.status_code == 200
+    root, children = tree(exporter, traced)
+    attrs = dict(root.attributes or {})
+    assert attrs["router.dialect"] == "anthropic" and attrs["router.route"] == "local"
+    assert attrs["gen_ai.usage.output_tokens"] == reply.json()["usage"]["output_tokens"]
+    assert [c.name for c in children][-1] == "chat small-local"
