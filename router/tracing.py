@@ -114,7 +114,13 @@ def reset() -> None:
 
 def _resolve() -> Tracer | None:
     global _tracer
-    _tracer = _from_env()
+    try:
+        _tracer = _from_env()
+    except Exception as exc:  # a bad exporter setting must not fail requests
+        import structlog
+
+        structlog.get_logger("router").warning("tracing_unavailable", detail=repr(exc))
+        _tracer = None
     return _tracer
 
 

@@ -348,3 +348,18 @@ def test_anthropic_dialect_is_one_span_too(exporter, make_traced) -> None:  # ty
     assert attrs["router.dialect"] == "anthropic" and attrs["router.route"] == "local"
     assert attrs["gen_ai.usage.output_tokens"] == reply.json()["usage"]["output_tokens"]
     assert [c.name for c in children][-1] == "chat small-local"
+
+
+def test_bad_exporter_setting_leaves_tracing_off(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from opentelemetry import trace
+
+    monkeypatch.setenv("ROUTER_TRACING", "1")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "no-such-exporter")
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    # As in a fresh process: no provider yet, so the router builds one from the environment.
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    tracing.reset()
+    try:
+        assert not tracing.enabled()  # logged, and requests go on untraced
+    finally:
+        tracing.reset()
