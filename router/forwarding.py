@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from starlette.types import Receive
 
+from router import tracing
 from router.errors import ClientGone, UpstreamFailure
 from router.exchange import Exchange, relay_body, relay_stream
 from router.ingress.request import ChatRequest
@@ -74,7 +75,8 @@ async def _attempt(pool: UpstreamPool, ex: Exchange) -> None:
             continue
         began = time.perf_counter()
         try:
-            await _try(ex, client, body, added_usage, deadline_base)
+            with tracing.attempt_span(ex, client):
+                await _try(ex, client, body, added_usage, deadline_base)
             return
         except UpstreamFailure as failure:
             ex.upstream_s += time.perf_counter() - began

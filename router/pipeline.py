@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 from starlette.types import Message, Receive, Scope, Send
 
+from router import tracing
 from router.budgets import Admission
 from router.caching import lookup, serve_hit
 from router.conversations import recall, remember
@@ -143,8 +144,9 @@ class Router:
             record.dialect = dialect
         call = Call(runtime.policy, headers_of(scope), record, send, dialect=dialect)
         try:
-            await self._guarded(call, receive)
-            await self._finish(call)
+            with tracing.request_span(record, call.headers):
+                await self._guarded(call, receive)
+                await self._finish(call)
         finally:
             runtime.in_flight -= 1
 
@@ -224,7 +226,8 @@ class Router:
 
     async def _decide(self, call: Call, request: ChatRequest) -> tuple[Decision, Features | None]:
         policy, record = call.policy, call.record
-        features = await self._score(policy, request, record)
+        with tracing.scoring_span(record, policy.scoring.enabled):
+            features = await self._score(policy, request, record)
         facts = RequestFacts(
             request_id=record.request_id,
             tenant=record.tenant,
@@ -267,7 +270,8 @@ class Router:
         ex.forward = forwarded_request_headers(policy.headers.request, call.headers)
         target = runtime.pool.clients.get(decision.target)
         model = target.config.model if target is not None else None
-        cached = await lookup(runtime.cache, policy.cache, ex, features, call.headers, model)
+        with tracing.cache_span(call.record, runtime.cache is not None and decision.cache):
+            cached = await lookup(runtime.cache, policy.cache, ex, features, call.headers, model)
         if cached is None:
             await forward(runtime.pool, ex, receive)
             return

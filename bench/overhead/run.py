@@ -10,6 +10,9 @@ One run starts, on loopback:
     /ui status page OFF;
   * with `--targets ...,router-ui`: the aiohttp router again with the status page
     ON (its sampler reading the counters every 5 s), beside `router-aiohttp`;
+  * with `--targets ...,router-otel`: the aiohttp router again with OpenTelemetry
+    tracing ON (ROUTER_TRACING=1, OTLP/HTTP to a local no-op collector,
+    bench/overhead/noop_collector.py), beside `router-aiohttp`;
   * a LiteLLM proxy (its own virtualenv, bench/.venv-litellm, installed on first
     use) with the fake as an openai-compatible `api_base`, one worker;
 and sends the same requests DIRECT to the fake and THROUGH each proxy, plain and
@@ -604,6 +607,24 @@ def build_report(
             )
         lines.append(text + ".")
 
+    o = summary.get("router-otel")
+    if a and o and a["plain_max_rps"]:
+        text = (
+            f"\nTracing on / off (router-otel / router-aiohttp): max req/s = "
+            f"{o['plain_max_rps'] / a['plain_max_rps']:.3f}x plain"
+        )
+        if a["stream_max_rps"] and o["stream_max_rps"]:
+            text += f", {o['stream_max_rps'] / a['stream_max_rps']:.3f}x stream"
+        if a["plain_one_core_rps"] and o["plain_one_core_rps"]:
+            text += (
+                f"; one-core req/s = {o['plain_one_core_rps'] / a['plain_one_core_rps']:.3f}x plain"
+            )
+        if a["added_p50_c1"] is not None and o["added_p50_c1"] is not None:
+            text += (
+                f"; added p50 at c=1: {o['added_p50_c1']:.3f} vs {a['added_p50_c1']:.3f} ms"
+            )
+        lines.append(text + ".")
+
     lines.append("\n### Conditions\n")
     for key, value in meta["conditions"].items():
         lines.append(f"- {key}: {value}")
@@ -639,7 +660,7 @@ def main() -> int:
     parser.add_argument(
         "--targets",
         default="direct,router-aiohttp,router-httpx,litellm",
-        help="subset of direct,router-aiohttp,router-httpx,router-ui,litellm",
+        help="subset of direct,router-aiohttp,router-httpx,router-ui,router-otel,litellm",
     )
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
     parser.add_argument("--no-install", action="store_true", help="never install LiteLLM")
@@ -706,13 +727,36 @@ def main() -> int:
         router_cmd = (
             [str(router_bin)] if router_bin.exists() else [sys.executable, "-m", "router.cli"]
         )
+        collector_port = None
+        if "router-otel" in wanted:
+            collector_port = free_port()
+            collector = start(
+                [sys.executable, str(HERE / "noop_collector.py"), "--port", str(collector_port)],
+                cpu=upstream_cpu,
+                env=clean_env(),
+                log_path=work / "collector.log",
+            )
+            procs.append(collector)
+            wait_http(f"http://127.0.0.1:{collector_port}/stats", collector, 15)
         for name, transport, ui in (
             ("router-aiohttp", "aiohttp", False),
             ("router-httpx", "httpx", False),
             ("router-ui", "aiohttp", True),
+            ("router-otel", "aiohttp", False),
         ):
             if name not in wanted:
                 continue
+            tracing = (
+                {
+                    "ROUTER_TRACING": "1",
+                    "OTEL_TRACES_EXPORTER": "otlp",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_port}",
+                    "OTEL_SERVICE_NAME": "hybrid-router-bench",
+                }
+                if name == "router-otel"
+                else {}
+            )
             port = free_port()
             records = work / f"decisions-{name}.jsonl"
             policy = work / f"policy-{name}.yaml"
@@ -730,14 +774,15 @@ def main() -> int:
                     "warning",
                 ],
                 cpu=proxy_cpu,
-                env=clean_env(ROUTER_TRANSPORT=transport),
+                env=clean_env(ROUTER_TRANSPORT=transport, **tracing),
                 log_path=log_path,
             )
             procs.append(proc)
             t = Target(name, port, "router", proc, log_path, records=records)
             t.note = (
                 f"ROUTER_TRANSPORT={transport}, 1 worker, decision records on, "
-                f"status page {'on' if ui else 'off'}"
+                f"status page {'on' if ui else 'off'}, "
+                f"tracing {'on (OTLP/HTTP to a no-op collector)' if tracing else 'off'}"
             )
             targets.append(t)
 
@@ -828,6 +873,8 @@ def main() -> int:
                 time.sleep(0.5)
                 count = sum(1 for _ in t.records.open()) if t.records.exists() else 0
                 t.note += f"; {count} decision records written"
+            if t.name == "router-otel" and collector_port is not None:
+                t.note += "; collector got " + collector_stats(collector_port)
 
         load_after = loadavg()
         meta = {
@@ -862,6 +909,17 @@ def main() -> int:
             log(f"logs kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def collector_stats(port: int) -> str:
+    """What the no-op OTLP collector received (after the router's exporter flushed)."""
+    time.sleep(6)  # the batch span processor exports every 5 s
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=2) as response:
+            stats = json.loads(response.read())
+    except OSError as exc:
+        return f"nothing readable ({exc})"
+    return f"{stats['posts']} OTLP export requests, {stats['bytes']:,} B"
 
 
 def _finite(value: Any) -> Any:
