@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from router.formats.openai_chat import cache_text
+
 __all__ = ["Prompt", "Scope", "cache_prompt", "last_user_text", "scope_for", "tenant_key"]
 
 # Request fields that never change the answer. Every other field, known or not,
@@ -54,24 +56,6 @@ class Scope:
         return tenant_key(self.tenant)
 
 
-def _text_of(content: Any) -> str | None:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts: list[str] = []
-        for part in content:
-            # Images, audio and files are not in the prompt text, so a request that
-            # carries them cannot be keyed by its text.
-            if not isinstance(part, Mapping) or part.get("type") != "text":
-                return None
-            text = part.get("text")
-            if not isinstance(text, str):
-                return None
-            texts.append(text)
-        return "\n".join(texts)
-    return None
-
-
 def last_user_text(body: Mapping[str, Any]) -> str | None:
     """The cached prompt: the text of the last message, when a user sent it."""
     messages = body.get("messages")
@@ -80,7 +64,7 @@ def last_user_text(body: Mapping[str, Any]) -> str | None:
     last = messages[-1]
     if not isinstance(last, Mapping) or last.get("role") != "user":
         return None
-    text = _text_of(last.get("content"))
+    text = cache_text(last.get("content"))
     return text if text and text.strip() else None
 
 

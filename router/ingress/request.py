@@ -7,13 +7,13 @@ does not know are passed through untouched, so new OpenAI parameters keep workin
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from router.errors import RouterError
+from router.formats.openai_chat import check_message, conversation_key
 from router.ingress.depth import json_depth_exceeds
 
 __all__ = ["ChatRequest", "chat_request", "json_object", "parse_chat_request"]
@@ -40,22 +40,7 @@ class ChatRequest:
     @property
     def conversation_key(self) -> str:
         """A stable hash of the first message: the same conversation keeps its key."""
-        first = self.messages[0]
-        text = message_text(first)
-        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def message_text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
+        return conversation_key(self.messages[0])
 
 
 DEFAULT_MAX_DEPTH = 64
@@ -94,7 +79,7 @@ def chat_request(body: dict[str, Any]) -> ChatRequest:
         raise RouterError.bad_request("'messages' must be a non-empty array.", "messages")
     chars = 0
     for i, message in enumerate(messages):
-        chars += _check_message(message, i)
+        chars += check_message(message, i)
 
     stream = body.get("stream", False)
     if stream is None:
@@ -134,37 +119,4 @@ def chat_request(body: dict[str, Any]) -> ChatRequest:
         stream=stream,
         include_usage=include_usage,
         prompt_chars=chars,
-    )
-
-
-def _check_message(message: object, i: int) -> int:
-    param = f"messages[{i}]"
-    if not isinstance(message, dict):
-        raise RouterError.bad_request(f"'{param}' must be an object.", param)
-    role = message.get("role")
-    if not isinstance(role, str) or role not in _ROLES:
-        raise RouterError.bad_request(
-            f"'{param}.role' must be one of {', '.join(sorted(_ROLES))}.", f"{param}.role"
-        )
-    content = message.get("content")
-    if content is None:
-        if role in ("user", "system", "developer"):
-            raise RouterError.bad_request(f"'{param}.content' is required.", f"{param}.content")
-        return 0
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        total = 0
-        for j, part in enumerate(content):
-            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                raise RouterError.bad_request(
-                    f"'{param}.content[{j}]' must be an object with a 'type'.",
-                    f"{param}.content[{j}]",
-                )
-            text = part.get("text")
-            if isinstance(text, str):
-                total += len(text)
-        return total
-    raise RouterError.bad_request(
-        f"'{param}.content' must be a string or an array of content parts.", f"{param}.content"
     )

@@ -16,12 +16,11 @@ it. What a v1 record lacks, and how replay stands in for it:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from router.features import Features
-from router.ingress.request import message_text
+from router.formats.openai_chat import conversation_key as chat_conversation_key
 from router.policy.decide import RequestFacts
 
 __all__ = ["conversation_key", "facts_of", "features_of"]
@@ -34,9 +33,8 @@ def conversation_key(record: Mapping[str, Any]) -> tuple[str, bool]:
         return given, True
     messages = record.get("messages")
     if isinstance(messages, list) and messages and isinstance(messages[0], dict):
-        # Same hash as ChatRequest.conversation_key, so replay samples what live sampled.
-        text = message_text(messages[0])
-        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest(), True
+        # The hash ChatRequest.conversation_key uses: replay samples what live sampled.
+        return chat_conversation_key(messages[0]), True
     return str(record["request_id"]), False
 
 
