@@ -424,6 +424,24 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
 
+def _ratio_line(label: str, x: dict[str, Any] | None, base: dict[str, Any] | None) -> str | None:
+    """One target against another from the same run, as ratios."""
+    if not x or not base or not base["plain_max_rps"]:
+        return None
+    text = f"\n{label}: max req/s = {x['plain_max_rps'] / base['plain_max_rps']:.3f}x plain"
+    if base["stream_max_rps"] and x["stream_max_rps"]:
+        text += f", {x['stream_max_rps'] / base['stream_max_rps']:.3f}x stream"
+    if base["plain_one_core_rps"] and x["plain_one_core_rps"]:
+        ratio = x["plain_one_core_rps"] / base["plain_one_core_rps"]
+        text += f"; one-core req/s = {ratio:.3f}x plain"
+    if base.get("stream_one_core_rps") and x.get("stream_one_core_rps"):
+        ratio = x["stream_one_core_rps"] / base["stream_one_core_rps"]
+        text += f", {ratio:.3f}x stream"
+    if base["added_p50_c1"] is not None and x["added_p50_c1"] is not None:
+        text += f"; added p50 at c=1: {x['added_p50_c1']:.3f} vs {base['added_p50_c1']:.3f} ms"
+    return text + "."
+
+
 def build_report(
     targets: list[Target],
     concurrencies: list[int],
@@ -589,41 +607,14 @@ def build_report(
             )
         lines.append(text + ".")
 
-    u = summary.get("router-ui")
-    if a and u and a["plain_max_rps"]:
-        text = (
-            f"\nStatus page on / off (router-ui / router-aiohttp): max req/s = "
-            f"{u['plain_max_rps'] / a['plain_max_rps']:.3f}x plain"
-        )
-        if a["stream_max_rps"] and u["stream_max_rps"]:
-            text += f", {u['stream_max_rps'] / a['stream_max_rps']:.3f}x stream"
-        if a["plain_one_core_rps"] and u["plain_one_core_rps"]:
-            text += (
-                f"; one-core req/s = {u['plain_one_core_rps'] / a['plain_one_core_rps']:.3f}x plain"
-            )
-        if a["added_p50_c1"] is not None and u["added_p50_c1"] is not None:
-            text += (
-                f"; added p50 at c=1: {u['added_p50_c1']:.3f} vs {a['added_p50_c1']:.3f} ms"
-            )
-        lines.append(text + ".")
-
-    o = summary.get("router-otel")
-    if a and o and a["plain_max_rps"]:
-        text = (
-            f"\nTracing on / off (router-otel / router-aiohttp): max req/s = "
-            f"{o['plain_max_rps'] / a['plain_max_rps']:.3f}x plain"
-        )
-        if a["stream_max_rps"] and o["stream_max_rps"]:
-            text += f", {o['stream_max_rps'] / a['stream_max_rps']:.3f}x stream"
-        if a["plain_one_core_rps"] and o["plain_one_core_rps"]:
-            text += (
-                f"; one-core req/s = {o['plain_one_core_rps'] / a['plain_one_core_rps']:.3f}x plain"
-            )
-        if a["added_p50_c1"] is not None and o["added_p50_c1"] is not None:
-            text += (
-                f"; added p50 at c=1: {o['added_p50_c1']:.3f} vs {a['added_p50_c1']:.3f} ms"
-            )
-        lines.append(text + ".")
+    for other, base, label in (
+        ("router-ui", a, "Status page on / off (router-ui / router-aiohttp)"),
+        ("router-otel", a, "Tracing on / off (router-otel / router-aiohttp)"),
+        ("router-aiohttp", summary.get("minimal"), "Router / the floor (router-aiohttp / minimal)"),
+    ):
+        line = _ratio_line(label, summary.get(other), base)
+        if line:
+            lines.append(line)
 
     lines.append("\n### Conditions\n")
     for key, value in meta["conditions"].items():
@@ -660,7 +651,7 @@ def main() -> int:
     parser.add_argument(
         "--targets",
         default="direct,router-aiohttp,router-httpx,litellm",
-        help="subset of direct,router-aiohttp,router-httpx,router-ui,router-otel,litellm",
+        help="subset of direct,router-aiohttp,router-httpx,router-ui,router-otel,minimal,litellm",
     )
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
     parser.add_argument("--no-install", action="store_true", help="never install LiteLLM")
@@ -784,6 +775,22 @@ def main() -> int:
                 f"status page {'on' if ui else 'off'}, "
                 f"tracing {'on (OTLP/HTTP to a no-op collector)' if tracing else 'off'}"
             )
+            targets.append(t)
+
+        if "minimal" in wanted:
+            # The floor: a 60-line Starlette app forwarding with one aiohttp session.
+            port = free_port()
+            log_path = work / "minimal.log"
+            proc = start(
+                [sys.executable, str(HERE / "minimal_proxy.py"), "--port", str(port),
+                 "--upstream", f"http://127.0.0.1:{upstream_port}"],
+                cpu=proxy_cpu,
+                env=clean_env(),
+                log_path=log_path,
+            )  # fmt: skip
+            procs.append(proc)
+            t = Target("minimal", port, "router", proc, log_path)
+            t.note = "Starlette + one shared aiohttp session, no policy, no records"
             targets.append(t)
 
         if "litellm" in wanted:
