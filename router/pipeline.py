@@ -233,7 +233,7 @@ class Router:
             tenant=record.tenant,
             model=request.model,
             prompt_chars=request.prompt_chars,
-            conversation=request.conversation_key,
+            conversation=record.conversation or "",  # hashed once, in _parse
             headers=call.headers,
         )
         decision = decide(policy, facts, features)
