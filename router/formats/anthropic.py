@@ -22,7 +22,7 @@ import orjson
 
 from router.errors import RouterError
 from router.formats.errors import anthropic_error
-from router.formats.openai_chat import ToolResults, new_id, parse_arguments
+from router.formats.openai_chat import ToolResults, as_dict, new_id, parse_arguments, reasoning_of
 from router.policy.decide import CHARS_PER_TOKEN
 
 __all__ = [
@@ -68,10 +68,6 @@ _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", 
 
 def _bad(message: str, param: str | None = None) -> RouterError:
     return RouterError.bad_request(message, param)
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 # --------------------------------------------------------------------------- request
@@ -189,7 +185,7 @@ def _user_part(block: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _image_url(block: Mapping[str, Any], where: str) -> str:
-    source = _dict(block.get("source"))
+    source = as_dict(block.get("source"))
     if source.get("type") == "base64":
         media, data = source.get("media_type"), source.get("data")
         if not isinstance(media, str) or not isinstance(data, str):
@@ -204,7 +200,7 @@ def _image_url(block: Mapping[str, Any], where: str) -> str:
 
 
 def _document(block: Mapping[str, Any], where: str) -> dict[str, Any]:
-    source = _dict(block.get("source"))
+    source = as_dict(block.get("source"))
     if source.get("type") == "text" and isinstance(source.get("data"), str):
         return {"type": "text", "text": source["data"]}
     if source.get("type") == "base64" and isinstance(source.get("data"), str):
@@ -485,9 +481,9 @@ def stop_reason(
 
 
 def _usage(usage: object) -> dict[str, Any]:
-    usage = _dict(usage)
+    usage = as_dict(usage)
     prompt = usage.get("prompt_tokens") or 0
-    cached = _dict(usage.get("prompt_tokens_details")).get("cached_tokens") or 0
+    cached = as_dict(usage.get("prompt_tokens_details")).get("cached_tokens") or 0
     # Anthropic's input_tokens leave out what was read from the cache; chat's include it.
     return {
         "input_tokens": max(prompt - cached, 0),
@@ -498,15 +494,7 @@ def _usage(usage: object) -> dict[str, Any]:
 
 
 def _wants_thinking(request: Mapping[str, Any]) -> bool:
-    return _dict(request.get("thinking")).get("type") in ("enabled", "adaptive")
-
-
-def _reasoning_of(message: Mapping[str, Any]) -> str | None:
-    for key in ("reasoning_content", "reasoning"):
-        value = message.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
+    return as_dict(request.get("thinking")).get("type") in ("enabled", "adaptive")
 
 
 def _tool_input(arguments: object) -> dict[str, Any]:
@@ -527,10 +515,10 @@ def render_message(
     when the model refused), one tool_use per tool call.
     """
     choices = completion.get("choices") or [{}]
-    choice = _dict(choices[0])
-    message = _dict(choice.get("message"))
+    choice = as_dict(choices[0])
+    message = as_dict(choice.get("message"))
     content: list[dict[str, Any]] = []
-    reasoning = _reasoning_of(message)
+    reasoning = reasoning_of(message)
     if reasoning and _wants_thinking(request):
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     # A refusal is text to Anthropic clients; the stream sends it after the content.
@@ -542,7 +530,7 @@ def render_message(
     for call in message.get("tool_calls") or ():
         if not isinstance(call, dict):
             continue
-        function = _dict(call.get("function"))
+        function = as_dict(call.get("function"))
         content.append(
             {
                 "type": "tool_use",
@@ -614,7 +602,7 @@ class AnthropicStream:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            delta = _dict(choice.get("delta"))
+            delta = as_dict(choice.get("delta"))
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if self._thinking and isinstance(reasoning, str) and reasoning:
                 events += self._delta("thinking", {"type": "thinking_delta", "thinking": reasoning})
@@ -659,7 +647,7 @@ class AnthropicStream:
     def _tool_call(self, call: Mapping[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         position = call.get("index", 0)
-        function = _dict(call.get("function"))
+        function = as_dict(call.get("function"))
         if position not in self._calls:
             block: dict[str, Any] = {
                 "type": "tool_use",

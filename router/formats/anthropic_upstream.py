@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from router.errors import RouterError
-from router.formats.openai_chat import parse_arguments
+from router.formats.openai_chat import as_dict, parse_arguments
 
 __all__ = [
     "ChatFromAnthropicStream",
@@ -43,10 +43,6 @@ _FINISH = {
 }
 _EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
 _EMPTY_SCHEMA = {"type": "object", "properties": {}}
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _bad(message: str, param: str) -> RouterError:
@@ -190,7 +186,7 @@ def _data_uri(url: str) -> tuple[str, str] | None:
 
 
 def _image_source(part: Mapping[str, Any], where: str) -> dict[str, Any]:
-    url = _dict(part.get("image_url")).get("url")
+    url = as_dict(part.get("image_url")).get("url")
     if not isinstance(url, str) or not url:
         raise _bad(f"'{where}.image_url.url' is required.", f"{where}.image_url.url")
     inline = _data_uri(url)
@@ -200,7 +196,7 @@ def _image_source(part: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _document(part: Mapping[str, Any], where: str) -> dict[str, Any]:
-    file = _dict(part.get("file"))
+    file = as_dict(part.get("file"))
     inline = _data_uri(str(file.get("file_data") or ""))
     if inline is None:
         raise _bad(
@@ -232,7 +228,7 @@ def _assistant_content(message: Mapping[str, Any], i: int) -> list[dict[str, Any
     if isinstance(refusal, str) and refusal:
         blocks.append({"type": "text", "text": refusal})
     for j, call in enumerate(calls):
-        function = _dict(call.get("function"))
+        function = as_dict(call.get("function"))
         if not isinstance(call.get("id"), str) or not isinstance(function.get("name"), str):
             raise _bad(
                 f"'messages[{i}].tool_calls[{j}]' needs an 'id' and a function 'name'.",
@@ -268,7 +264,7 @@ def _tools(chat: Mapping[str, Any], body: dict[str, Any]) -> None:
     for i, tool in enumerate(chat.get("tools") or ()):
         if not isinstance(tool, dict) or tool.get("type") != "function":
             raise _bad("Only function tools are supported by this route.", f"tools[{i}].type")
-        function = _dict(tool.get("function"))
+        function = as_dict(tool.get("function"))
         if not isinstance(function.get("name"), str):
             raise _bad(f"'tools[{i}].function.name' is required.", f"tools[{i}].function.name")
         converted: dict[str, Any] = {"name": function["name"]}
@@ -289,7 +285,7 @@ def _tools(chat: Mapping[str, Any], body: dict[str, Any]) -> None:
     elif choice == "none":
         converted_choice = {"type": "none"}
     elif isinstance(choice, dict) and choice.get("type") == "function":
-        name = _dict(choice.get("function")).get("name")
+        name = as_dict(choice.get("function")).get("name")
         if not isinstance(name, str):
             raise _bad("'tool_choice.function.name' is required.", "tool_choice")
         converted_choice = {"type": "tool", "name": name}
@@ -308,9 +304,9 @@ def _output_config(chat: Mapping[str, Any], body: dict[str, Any]) -> None:
     effort = chat.get("reasoning_effort")
     if isinstance(effort, str) and effort in _EFFORTS:
         config["effort"] = _EFFORTS[effort]
-    fmt = _dict(chat.get("response_format"))
+    fmt = as_dict(chat.get("response_format"))
     if fmt.get("type") == "json_schema":
-        schema = _dict(fmt.get("json_schema")).get("schema")
+        schema = as_dict(fmt.get("json_schema")).get("schema")
         if isinstance(schema, dict):
             config["format"] = {"type": "json_schema", "schema": schema}
     # json_object has no Anthropic form without a schema: dropped.
@@ -454,17 +450,17 @@ class ChatFromAnthropicStream:
     def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         kind = event.get("type")
         if kind == "message_start":
-            return self._message_start(_dict(event.get("message")))
+            return self._message_start(as_dict(event.get("message")))
         if kind == "content_block_start":
-            return self._block_start(event, _dict(event.get("content_block")))
+            return self._block_start(event, as_dict(event.get("content_block")))
         if kind == "content_block_delta":
-            return self._block_delta(event, _dict(event.get("delta")))
+            return self._block_delta(event, as_dict(event.get("delta")))
         if kind == "message_delta":
-            return self._message_delta(_dict(event.get("delta")), _dict(event.get("usage")))
+            return self._message_delta(as_dict(event.get("delta")), as_dict(event.get("usage")))
         if kind == "message_stop":
             return self._message_stop()
         if kind == "error":
-            error = _dict(event.get("error"))
+            error = as_dict(event.get("error"))
             raise RouterError(
                 502,
                 str(error.get("message") or "The upstream stream failed."),
@@ -476,7 +472,7 @@ class ChatFromAnthropicStream:
     def _message_start(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         self._id = str(message.get("id") or "")
         self._model = str(message.get("model") or "")
-        self._usage.update(_dict(message.get("usage")))
+        self._usage.update(as_dict(message.get("usage")))
         # No content yet: an answer that turns out to be tool calls only keeps a null content.
         return [self._chunk({"role": "assistant"})]
 

@@ -29,6 +29,7 @@ from router.errors import RouterError
 __all__ = [
     "MESSAGE_ROLES",
     "ToolResults",
+    "as_dict",
     "cache_text",
     "check_message",
     "content_chars",
@@ -39,6 +40,7 @@ __all__ = [
     "new_id",
     "parse_arguments",
     "parse_object",
+    "reasoning_of",
     "scoring_text",
 ]
 
@@ -213,3 +215,17 @@ class ToolResults:
             return []
         images, self.images = self.images, []
         return [{"role": "user", "content": images}]
+
+
+def as_dict(value: object) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one: lenient reading of answers."""
+    return value if isinstance(value, dict) else {}
+
+
+def reasoning_of(message: Mapping[str, Any]) -> str | None:
+    """A chat answer's reasoning text, in either spelling (vLLM/DeepSeek, or newer)."""
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from router.errors import RouterError
-from router.formats.openai_chat import ToolResults, new_id
+from router.formats.openai_chat import ToolResults, as_dict, new_id, reasoning_of
 
 __all__ = [
     "ResponsesStream",
@@ -86,10 +86,6 @@ def previous_response_not_found(response_id: str) -> RouterError:
         code="previous_response_not_found",
         param="previous_response_id",
     )
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _bad(message: str, param: str) -> RouterError:
@@ -518,8 +514,8 @@ def _echo(request: Mapping[str, Any]) -> dict[str, Any]:
     for tool in request.get("tools") or ():
         if isinstance(tool, dict):
             tools.append({"parameters": None, "strict": None, **tool})
-    reasoning = _dict(request.get("reasoning"))
-    text = _dict(request.get("text"))
+    reasoning = as_dict(request.get("reasoning"))
+    text = as_dict(request.get("text"))
     return {
         "instructions": request.get("instructions"),
         "max_output_tokens": request.get("max_output_tokens"),
@@ -635,14 +631,6 @@ def _call_item(item_id: str, call_id: str, name: str, arguments: str) -> dict[st
     }
 
 
-def _reasoning_of(message: Mapping[str, Any]) -> str | None:
-    for key in ("reasoning_content", "reasoning"):
-        value = message.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
 def _status(finish_reason: object) -> tuple[str, str | None]:
     reason = _INCOMPLETE.get(finish_reason) if isinstance(finish_reason, str) else None
     return ("incomplete", reason) if reason else ("completed", None)
@@ -653,7 +641,7 @@ def _output_items(
 ) -> list[dict[str, Any]]:
     """Reasoning, then the message, then one function_call item per tool call."""
     output: list[dict[str, Any]] = []
-    reasoning = _reasoning_of(message)
+    reasoning = reasoning_of(message)
     if reasoning:
         output.append(_reasoning_item(_item_id("rs", response_id, len(output)), reasoning))
     text = message.get("content") if isinstance(message.get("content"), str) else None
@@ -661,7 +649,7 @@ def _output_items(
     calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
     if text or refusal or not calls:
         annotations = [a for a in map(_annotation, message.get("annotations") or ()) if a]
-        logprobs = _dict(choice.get("logprobs"))
+        logprobs = as_dict(choice.get("logprobs"))
         output.append(
             _message_item(
                 _item_id("msg", response_id, len(output)),
@@ -700,7 +688,7 @@ def render_response(
     response_id = response_id or new_id("resp_")
     choices = completion.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = _dict(choice.get("message"))
+    message = as_dict(choice.get("message"))
     status, incomplete = _status(choice.get("finish_reason"))
     item_status = "incomplete" if status == "incomplete" else "completed"
 
@@ -783,12 +771,12 @@ class ResponsesStream:
 
     def _choice(self, choice: Mapping[str, Any]) -> list[dict[str, Any]]:
         output, events = self._output, []
-        delta = _dict(choice.get("delta"))
+        delta = as_dict(choice.get("delta"))
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             events += output.reasoning(reasoning)
         content = delta.get("content")
-        logprobs = _dict(choice.get("logprobs"))
+        logprobs = as_dict(choice.get("logprobs"))
         if isinstance(content, str) and content:
             events += output.text("output_text", content, logprobs.get("content"))
         refusal = delta.get("refusal")
@@ -924,7 +912,7 @@ class _Output:
     def tool_call(self, call: Mapping[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         position = call.get("index", 0)
-        function = _dict(call.get("function"))
+        function = as_dict(call.get("function"))
         index = self._calls.get(position)
         if index is None:
             item = {
