@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -232,3 +233,41 @@ def test_every_dialect_reaches_an_anthropic_native_upstream(tmp_path: Any) -> No
         app.runtime.sink.flush()
         rows = [json.loads(line) for line in records.read_text().splitlines()]
         assert rows[0]["tokens_in"] == 7 and rows[0]["cost_usd"] == pytest.approx((7 * 3 + 3 * 15) / 1e6)
+
+
+def test_shadow_to_an_anthropic_upstream_records_its_answer(tmp_path: Any) -> None:
+    from contextlib import ExitStack
+
+    from scripted import AnthropicUpstream, ScriptedUpstream
+    from servers import serve
+
+    from router.app import create_app
+
+    claude_up, local = AnthropicUpstream(), ScriptedUpstream("local")
+    with ExitStack() as stack:
+        curl = stack.enter_context(serve(claude_up, lifespan="off"))
+        lurl = stack.enter_context(serve(local, lifespan="off"))
+        records = tmp_path / "r.jsonl"
+        policy = tmp_path / "p.yaml"
+        policy.write_text(
+            "upstreams:\n"
+            f"  claude: {{kind: anthropic, base_url: {curl}/v1, model: claude-sonnet-4-5,"
+            " price: {input: 3, output: 15}}\n"
+            f"  local: {{base_url: {lurl}/v1, model: small}}\n"
+            "default: {target: local, shadow: {percent: 100, target: claude}}\n"
+            f"record: {{path: {records}, prompts: true}}\n"
+        )
+        app = create_app(str(policy), scorer_factory=None)
+        base = stack.enter_context(serve(app))
+        client = openai.OpenAI(base_url=base + "/v1", api_key="k", max_retries=0)
+        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Hi"}])
+        deadline = time.time() + 5
+        while not records.exists() or not records.read_text().strip():
+            assert time.time() < deadline, "no record"
+            app.runtime.sink.flush()
+            time.sleep(0.05)
+        row = json.loads(records.read_text().splitlines()[-1])
+        shadow = row["shadow_result"]
+        assert shadow["upstream"] == "claude" and shadow["error"] is None
+        assert shadow["answer"] == "Bonjour from Claude"
+        assert shadow["tokens_in"] == 7 and shadow["tokens_out"] == 3

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from prometheus_client import Counter
 
+from router.formats.anthropic_upstream import from_anthropic_message
 from router.upstreams.client import UpstreamClient
 from router.upstreams.usage import answer_of, parse_json, usage_of
 
@@ -106,6 +107,8 @@ class ShadowRunner:
                 result.error = f"http_{response.status_code}"
                 SHADOW.labels(client.name, "error").inc()
                 return result
+            if client.anthropic:  # a Messages answer, read as chat like a live one
+                data = from_anthropic_message(data)
             usage = usage_of(data)
             if usage is not None:
                 result.tokens_in, result.tokens_out = usage.tokens_in, usage.tokens_out
