@@ -61,20 +61,32 @@ class Passthrough:
         self.runtime = runtime
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._counted(self._by_model("embeddings", scope, receive, send))
+        record = _record("embeddings")
+        await self._call(record, send, self._by_model("embeddings", scope, receive, send, record))
 
     async def completions(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._counted(self._by_model("completions", scope, receive, send))
+        record = _record("completions")
+        await self._call(record, send, self._by_model("completions", scope, receive, send, record))
 
-    async def _counted(self, work: Coroutine[Any, Any, None]) -> None:
-        # In flight until its record is written, like a chat request (shutdown waits).
+    async def _call(
+        self, record: DecisionRecord, send: Send, work: Coroutine[Any, Any, None]
+    ) -> None:
+        """Run one call: in flight until its record is written, like a chat request
+        (shutdown waits), its error answered in the OpenAI format, its record kept."""
         runtime = self.runtime
         if not runtime.started:
             await runtime.startup()
         runtime.in_flight += 1
+        t0 = time.perf_counter()
         try:
             await work
+        except RouterError as exc:
+            record.status, record.error = exc.status, exc.code or exc.type
+            await send_error(send, exc, record.request_id, record_headers(record))
+        except ClientGone:
+            record.status, record.error = 499, "client_disconnected"
         finally:
+            self._finish(record, t0)
             runtime.in_flight -= 1
 
     async def model(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -90,48 +102,39 @@ class Passthrough:
             return
         await send_json(send, 200, _model_card(name))
 
-    async def _by_model(self, endpoint: str, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _by_model(
+        self, endpoint: str, scope: Scope, receive: Receive, send: Send, record: DecisionRecord
+    ) -> None:
         runtime = self.runtime
         policy = runtime.policy
         config: EndpointConfig = getattr(policy, endpoint)
         headers = headers_of(scope)
         t0 = time.perf_counter()
-        record = _record(endpoint)
-        try:
-            record.tenant = tenant_for(policy.auth, headers)
-            limits = policy.limits
-            raw = await read_body(receive, headers, policy.max_body_bytes, limits.body_timeout_s)
-            body = json_object(raw, limits.max_json_depth)
-            model = body.get("model")
-            if not isinstance(model, str) or not model:
-                raise RouterError.bad_request("'model' is required and must be a string.", "model")
-            record.model = model
-            target = config.models.get(model)
-            if target is None:
-                raise _unknown_model(model, policy, endpoint)
-            upstream, upstream_model = target
-            client = runtime.pool.clients.get(upstream)
-            if client is None:
-                raise RouterError.upstream(f"Upstream '{upstream}' is not running.")
-            record.rule, record.targets = endpoint, [upstream]
-            record.stream = body.get("stream") is True
-            if upstream_model != model:
-                raw = orjson.dumps({**body, "model": upstream_model})
-            slot = await self._cached(
-                endpoint, config, record, body, client, upstream_model, headers
-            )
-            if slot is not None and slot[1] is not None:
-                record.route, record.status, record.cache = "cache", 200, "hit"
-                await send_bytes(send, 200, slot[1], _call_headers(record))
-                return
-            await self._relay(endpoint, client, raw, headers, record, t0, send, slot)
-        except RouterError as exc:
-            record.status, record.error = exc.status, exc.code or exc.type
-            await send_error(send, exc, record.request_id, record_headers(record))
-        except ClientGone:
-            record.status, record.error = 499, "client_disconnected"
-        finally:
-            self._finish(record, t0)
+        record.tenant = tenant_for(policy.auth, headers)
+        limits = policy.limits
+        raw = await read_body(receive, headers, policy.max_body_bytes, limits.body_timeout_s)
+        body = json_object(raw, limits.max_json_depth)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise RouterError.bad_request("'model' is required and must be a string.", "model")
+        record.model = model
+        target = config.models.get(model)
+        if target is None:
+            raise _unknown_model(model, policy, endpoint)
+        upstream, upstream_model = target
+        client = runtime.pool.clients.get(upstream)
+        if client is None:
+            raise RouterError.upstream(f"Upstream '{upstream}' is not running.")
+        record.rule, record.targets = endpoint, [upstream]
+        record.stream = body.get("stream") is True
+        if upstream_model != model:
+            raw = orjson.dumps({**body, "model": upstream_model})
+        slot = await self._cached(endpoint, config, record, body, client, upstream_model, headers)
+        if slot is not None and slot[1] is not None:
+            record.route, record.status, record.cache = "cache", 200, "hit"
+            await send_bytes(send, 200, slot[1], _call_headers(record))
+            return
+        await self._relay(endpoint, client, raw, headers, record, t0, send, slot)
 
     async def _cached(
         self,
@@ -219,11 +222,7 @@ class Passthrough:
 
     async def other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Any other `/v1/...` path: as is to the `passthrough:` upstream, or a clear 404."""
-        await self._counted(self._other(scope, receive, send))
-
-    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
-        runtime = self.runtime
-        policy = runtime.policy
+        policy = self.runtime.policy
         method, path = scope["method"], scope["path"]
         if policy.passthrough is None:
             await send_error(
@@ -235,34 +234,33 @@ class Passthrough:
                 ),
             )
             return
-        headers = headers_of(scope)
-        t0 = time.perf_counter()
         record = _record("passthrough")
         record.model = f"{method} {path[:200]}"
-        try:
-            record.tenant = tenant_for(policy.auth, headers)
-            raw = await read_body(
-                receive, headers, policy.max_body_bytes, policy.limits.body_timeout_s
-            )
-            client = runtime.pool.clients.get(policy.passthrough)
-            if client is None:
-                raise RouterError.upstream(f"Upstream '{policy.passthrough}' is not running.")
-            record.rule, record.targets = "passthrough", [client.name]
-            forward = forwarded_request_headers(policy.headers.request, headers)
-            forward += [
-                (name.encode(), headers[name].encode("latin-1"))
-                for name in _PASSTHROUGH_REQUEST
-                if name in headers
-            ]
-            url = client.url_for(path[len("/v1") :], scope.get("query_string", b""))
-            await self._pass(client, method, url, raw, forward, record, t0, send)
-        except RouterError as exc:
-            record.status, record.error = exc.status, exc.code or exc.type
-            await send_error(send, exc, record.request_id, record_headers(record))
-        except ClientGone:
-            record.status, record.error = 499, "client_disconnected"
-        finally:
-            self._finish(record, t0)
+        await self._call(record, send, self._other(scope, receive, send, record))
+
+    async def _other(
+        self, scope: Scope, receive: Receive, send: Send, record: DecisionRecord
+    ) -> None:
+        runtime = self.runtime
+        policy = runtime.policy
+        assert policy.passthrough is not None
+        method, path = scope["method"], scope["path"]
+        headers = headers_of(scope)
+        t0 = time.perf_counter()
+        record.tenant = tenant_for(policy.auth, headers)
+        raw = await read_body(receive, headers, policy.max_body_bytes, policy.limits.body_timeout_s)
+        client = runtime.pool.clients.get(policy.passthrough)
+        if client is None:
+            raise RouterError.upstream(f"Upstream '{policy.passthrough}' is not running.")
+        record.rule, record.targets = "passthrough", [client.name]
+        forward = forwarded_request_headers(policy.headers.request, headers)
+        forward += [
+            (name.encode(), headers[name].encode("latin-1"))
+            for name in _PASSTHROUGH_REQUEST
+            if name in headers
+        ]
+        url = client.url_for(path[len("/v1") :], scope.get("query_string", b""))
+        await self._pass(client, method, url, raw, forward, record, t0, send)
 
     async def _pass(
         self,
