@@ -20,7 +20,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import httpx
+    from router.upstreams.transport import HeaderView
 
 __all__ = [
     "ClientGone",
@@ -107,7 +107,7 @@ class UpstreamFailure(RouterException):
         detail: str,
         status: int | None = None,
         body: bytes | None = None,
-        headers: httpx.Headers | None = None,
+        headers: HeaderView | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{upstream}: {detail}")

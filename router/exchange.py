@@ -8,7 +8,6 @@ slot (`router.caching`).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ import structlog
 from starlette.types import Message, Send
 
 from router.cache import assemble_stream
+from router.deadlines import Deadline
 from router.errors import RouterError
 from router.formats.dialect import CHAT, Output
 from router.ingress.request import ChatRequest
@@ -171,7 +171,7 @@ class _StreamRelay:
         record, reply = self.ex.record, self.reply
         try:
             await self.forward(first)
-            async with asyncio.timeout(max(deadline - time.perf_counter(), 0.001)):
+            with Deadline(max(deadline - time.perf_counter(), 0.001)):
                 async for chunk in reply.chunks():
                     if events := self.buffer.feed(chunk):
                         await self.forward(events)

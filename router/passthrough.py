@@ -45,6 +45,7 @@ from router.upstreams.headers import (
 
 if TYPE_CHECKING:
     from router.runtime import Runtime
+    from router.upstreams.transport import UpstreamResponse
 
 __all__ = ["Passthrough"]
 
@@ -266,7 +267,7 @@ class Passthrough:
         self,
         client: UpstreamClient,
         method: str,
-        url: httpx.URL,
+        url: str,
         raw: bytes,
         forward: list[tuple[bytes, bytes]],
         record: DecisionRecord,
@@ -296,7 +297,7 @@ class Passthrough:
 
 async def _stream(
     send: Send,
-    response: httpx.Response,
+    response: UpstreamResponse,
     start: list[tuple[bytes, bytes]],
     total: float,
     status: int | None = None,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 from starlette.types import Receive
 
+from router.deadlines import Deadline
 from router.errors import ClientGone, RouterError
 
 __all__ = ["ClientGone", "read_body"]
@@ -36,7 +36,7 @@ async def read_body(
 ) -> bytes:
     """The whole body, within `limit` bytes and `timeout_s` seconds (None: no limit)."""
     try:
-        async with asyncio.timeout(timeout_s):
+        with Deadline(timeout_s):
             return await _read(receive, headers, limit)
     except TimeoutError:
         raise _too_slow(timeout_s or 0.0) from None

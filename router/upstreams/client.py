@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import orjson
 
+from router.deadlines import Deadline
 from router.errors import RouterError, UpstreamFailure
 from router.formats.anthropic_upstream import (
     ChatFromAnthropicStream,
@@ -31,7 +32,14 @@ from router.outcomes.metrics import BREAKER_OPEN
 from router.policy.model import Upstream
 from router.upstreams.breaker import CircuitBreaker
 from router.upstreams.sse import EventBuffer, event_data, payloads
-from router.upstreams.transport import make_transport
+from router.upstreams.transport import (
+    HeaderView,
+    Timeouts,
+    Transport,
+    UpstreamResponse,
+    as_transport,
+    make_transport,
+)
 from router.upstreams.usage import parse_json
 
 __all__ = ["UpstreamClient", "UpstreamFailure", "UpstreamReply", "retry_after_of"]
@@ -44,7 +52,7 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _SETUP_STATUS = frozenset({401, 403, 404, 407})
 # A 429 that asks for a longer wait than this is not retried on the same upstream.
 _MAX_INLINE_WAIT_S = 1.0
-_httpx_log = logging.getLogger("httpx")
+_log = logging.getLogger("router.upstreams")
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -54,7 +62,7 @@ class UpstreamReply:
     """An upstream response whose headers arrived; the body is still to be read."""
 
     upstream: UpstreamClient
-    response: httpx.Response
+    response: UpstreamResponse
     started: float
     headers_at: float
     attempts: int
@@ -72,24 +80,15 @@ class UpstreamReply:
         stalls, cuts the body or answers 200 with something that is not JSON costs
         a fallback, not the request, and counts against its breaker.
         """
-        silence = self.upstream.config.timeouts.read
-        parts: list[bytes] = []
+        # A body that stops arriving for `read` seconds has stalled: that is the
+        # transport's read timeout; the whole answer is bounded by the deadline.
         try:
-            async with asyncio.timeout(max(deadline - time.perf_counter(), 0.001)):
-                chunks = self.response.aiter_raw()  # a whole body: no stream translation
-                while True:
-                    # A body that stops arriving for `read` seconds has stalled.
-                    async with asyncio.timeout(silence):
-                        chunk = await anext(chunks, None)
-                    if chunk is None:
-                        break
-                    parts.append(chunk)
+            with Deadline(max(deadline - time.perf_counter(), 0.001)):
+                raw = await self.response.aread()
         except (TimeoutError, httpx.HTTPError) as exc:
-            await self.aclose()
             raise self._broken("body_cut", f"the answer broke off ({type(exc).__name__})") from None
         finally:
             await self.aclose()
-        raw = b"".join(parts)
         data = parse_json(raw)
         if data is None:
             raise self._broken("bad_response", "the answer is not a JSON object")
@@ -104,7 +103,7 @@ class UpstreamReply:
         budget = min(upstream.config.timeouts.first_byte, deadline - time.perf_counter())
         chunks = self.chunks()
         try:
-            async with asyncio.timeout(max(budget, 0.001)):
+            with Deadline(max(budget, 0.001)):
                 async for chunk in chunks:
                     events = buffer.feed(chunk)
                     if events:
@@ -144,7 +143,9 @@ class UpstreamReply:
 
 
 class UpstreamClient:
-    def __init__(self, config: Upstream, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, config: Upstream, transport: Transport | httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.config = config
         self.name = config.name
         gauge = BREAKER_OPEN.labels(config.name)
@@ -155,7 +156,12 @@ class UpstreamClient:
             probe_timeout=config.timeouts.total,
         )
         t = config.timeouts
-        self.transport = transport or make_transport(max_connections=config.max_connections)
+        timeouts = Timeouts(connect=t.connect, read=t.read)
+        self.transport = (
+            as_transport(transport, timeouts)
+            if transport is not None
+            else make_transport(max_connections=config.max_connections, timeouts=timeouts)
+        )
         url = httpx.URL(config.base_url)
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
         self.anthropic = config.kind == "anthropic"
@@ -173,10 +179,7 @@ class UpstreamClient:
         self.base = url.copy_with(username=None, password=None)
         path = "/messages" if self.anthropic else "/chat/completions"
         self.url = str(self.base.join(self.base.path.rstrip("/") + path))
-        self._url = httpx.URL(self.url)
-        self._headers = httpx.Headers(headers)
-        timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.connect)
-        self._extensions = {"timeout": timeout.as_dict()}
+        self._headers = tuple(headers.items())
 
     def payload(self, body: dict[str, Any]) -> bytes:
         if self.anthropic:
@@ -185,17 +188,17 @@ class UpstreamClient:
         out["model"] = self.config.model
         return orjson.dumps(out)
 
-    def url_for(self, path: str, query: bytes = b"") -> httpx.URL:
+    def url_for(self, path: str, query: bytes = b"") -> str:
         """`path` (below the API root, e.g. "/embeddings") on this upstream's base URL."""
         url = self.base.copy_with(path=self.base.path.rstrip("/") + path)
-        return url.copy_with(query=query) if query else url
+        return str(url.copy_with(query=query) if query else url)
 
     async def open(
         self,
         payload: bytes,
         deadline: float,
         extra: Headers = (),
-        url: httpx.URL | None = None,
+        url: str | None = None,
         method: str = "POST",
     ) -> UpstreamReply:
         """Send the request; retry connect errors, 429 and 5xx with backoff.
@@ -216,8 +219,8 @@ class UpstreamClient:
                     status=self.breaker.last_status,
                     retry_after=self.breaker.remaining(),
                 )
-            outcome = await self._once(method, url or self._url, payload, extra, deadline, probe)
-            if isinstance(outcome, httpx.Response):
+            outcome = await self._once(method, url or self.url, payload, extra, deadline, probe)
+            if not isinstance(outcome, UpstreamFailure):
                 self.breaker.success()
                 reply = UpstreamReply(self, outcome, started, time.perf_counter(), attempt)
                 if self.anthropic:
@@ -237,24 +240,24 @@ class UpstreamClient:
     async def _once(
         self,
         method: str,
-        url: httpx.URL,
+        url: str,
         payload: bytes,
         extra: Headers,
         deadline: float,
         probe: bool,
-    ) -> httpx.Response | UpstreamFailure:
+    ) -> UpstreamResponse | UpstreamFailure:
         """One attempt: a 2xx response (body unread), or what went wrong."""
         try:
             budget = min(self.config.timeouts.first_byte, deadline - time.perf_counter())
             if budget <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(budget):
+            with Deadline(budget):
                 response = await self._send(method, url, payload, extra)
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            if _refused(exc):
-                return UpstreamFailure(self.name, "connect_error", "connection refused")
+        except (TimeoutError, httpx.TimeoutException):
             return UpstreamFailure(self.name, "timeout", "no response before the timeout")
         except httpx.TransportError as exc:
+            if _refused(exc):
+                return UpstreamFailure(self.name, "connect_error", "connection refused")
             return UpstreamFailure(self.name, "connect_error", type(exc).__name__)
         except BaseException:
             # Cancelled (the client left, or a timeout above us): a probe that never
@@ -281,7 +284,7 @@ class UpstreamClient:
             return None
         return wait
 
-    async def _failure(self, response: httpx.Response) -> UpstreamFailure:
+    async def _failure(self, response: UpstreamResponse) -> UpstreamFailure:
         status = response.status_code
         detail, raw = await _error_detail(response, self.config.api_key)
         if status < 400:
@@ -301,9 +304,9 @@ class UpstreamClient:
             )
         return UpstreamFailure(self.name, "client_error", detail, status, raw, response.headers)
 
-    async def send_once(self, payload: bytes) -> httpx.Response:
+    async def send_once(self, payload: bytes) -> UpstreamResponse:
         """One attempt, body read, outside the breaker and retries (shadow traffic)."""
-        response = await self._send("POST", self._url, payload, ())
+        response = await self._send("POST", self.url, payload, ())
         try:
             await response.aread()
         finally:
@@ -311,36 +314,21 @@ class UpstreamClient:
         return response
 
     async def send_raw(
-        self, method: str, url: httpx.URL, payload: bytes, extra: Headers, first_byte: float
-    ) -> httpx.Response:
+        self, method: str, url: str, payload: bytes, extra: Headers, first_byte: float
+    ) -> UpstreamResponse:
         """One attempt of any request, body not read, outside the breaker (pass-through)."""
         async with asyncio.timeout(first_byte):
             return await self._send(method, url, payload, extra)
 
     async def _send(
-        self, method: str, url: httpx.URL, payload: bytes, extra: Headers
-    ) -> httpx.Response:
-        headers = self._headers
+        self, method: str, url: str, payload: bytes, extra: Headers
+    ) -> UpstreamResponse:
+        headers: Sequence[tuple[str, str]] = self._headers
         if extra:
-            headers = httpx.Headers([*self._headers.raw, *extra])
-        request = httpx.Request(
-            method, url, headers=headers, content=payload, extensions=self._extensions
-        )
-        try:
-            response = await self.transport.handle_async_request(request)
-        except httpx.RequestError as exc:
-            exc.request = request
-            raise
-        response.request = request
-        if _httpx_log.isEnabledFor(logging.INFO):
-            _httpx_log.info(
-                'HTTP Request: %s %s "%s %d %s"',
-                request.method,
-                request.url,
-                response.http_version,
-                response.status_code,
-                response.reason_phrase,
-            )
+            headers = [*headers, *((k.decode("latin-1"), v.decode("latin-1")) for k, v in extra)]
+        response = await self.transport.send(method, url, headers, payload)
+        if _log.isEnabledFor(logging.INFO):
+            _log.info('HTTP Request: %s %s "%d"', method, url, response.status_code)
         return response
 
     async def aclose(self) -> None:
@@ -375,7 +363,7 @@ def _asks_usage(payload: bytes) -> bool:
     return b'"stream":true' in payload
 
 
-def retry_after_of(headers: httpx.Headers) -> float | None:
+def retry_after_of(headers: HeaderView) -> float | None:
     """Seconds from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
     ms = headers.get("retry-after-ms")
     if ms is not None:
@@ -404,7 +392,7 @@ def redact(raw: bytes, secret: str | None) -> bytes:
     return raw
 
 
-async def _error_detail(response: httpx.Response, secret: str | None) -> tuple[str, bytes]:
+async def _error_detail(response: UpstreamResponse, secret: str | None) -> tuple[str, bytes]:
     try:
         raw = redact(await response.aread(), secret)
     except httpx.HTTPError:
@@ -421,7 +409,7 @@ async def _error_detail(response: httpx.Response, secret: str | None) -> tuple[s
 
 
 def _refused(exc: BaseException) -> bool:
-    """httpx-aiohttp maps a refused connection to ConnectTimeout; tell them apart."""
+    """A connection the upstream refused, told apart from other connect errors."""
     cause = exc.__cause__
     if cause is None:
         return False

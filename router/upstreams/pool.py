@@ -9,13 +9,15 @@ import httpx
 
 from router.policy.model import Policy
 from router.upstreams.client import UpstreamClient
+from router.upstreams.transport import Transport
 
 __all__ = ["UpstreamPool"]
 
 # Long enough for a request that began under the old policy to finish its stream.
 _RETIRE_AFTER_S = 330.0
 
-TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
+# Per upstream name: a transport for it, or None for the default one.
+TransportFactory = Callable[[str], Transport | httpx.AsyncBaseTransport | None]
 
 
 class UpstreamPool:

@@ -1,34 +1,186 @@
-"""The transport seam: which HTTP engine sits under the httpx API.
+"""The transport seam: how one request reaches an upstream and its answer comes back.
 
-httpx's own transport (httpcore) is pure Python and was measured well below
-aiohttp's C-accelerated engine on a proxy's hot path (see bench/overhead), so
-the router defaults to aiohttp under the httpx API. Tests and users can pass any
-`httpx.AsyncBaseTransport` (for example `httpx.MockTransport`) instead.
+The router needs little of an HTTP client: send one request on a pooled
+connection, read the status and raw headers, then the body as it arrives. That
+is all a `Transport` does. Two ship:
+
+- `aiohttp` (the default): aiohttp's C-accelerated engine driven directly. A
+  request through the httpx API on top of it spent more CPU building and
+  translating httpx's request and response objects than aiohttp spent sending
+  (bench/overhead, issue #14), so the hot path no longer goes through it.
+- `httpx`: any `httpx.AsyncBaseTransport` (httpx's own pure-Python engine by
+  default), so tests and users can still plug in what httpx can drive.
+
+Failures are raised as httpx's exception classes whichever transport runs, so
+the code above catches one family: `httpx.TimeoutException` for a timeout,
+`httpx.TransportError` for a connection that failed or broke.
+
+Neither transport keeps cookies: a jar shared by every request of every tenant
+would send one tenant's upstream session cookie on the next tenant's request.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, overload
 
 import httpx
 
-__all__ = ["TRANSPORTS", "make_transport"]
+__all__ = [
+    "TRANSPORTS",
+    "HeaderView",
+    "HttpxTransport",
+    "RawHeaders",
+    "Timeouts",
+    "Transport",
+    "UpstreamResponse",
+    "as_transport",
+    "make_transport",
+]
 
 TRANSPORTS = ("aiohttp", "httpx")
 
+RawHeaderList = Sequence[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds to get a connection, and of silence while reading (also writing)."""
+
+    connect: float = 5.0
+    read: float = 60.0
+
+
+class HeaderView(Protocol):
+    """Response headers: a case-insensitive `get` and the raw pairs as received."""
+
+    @property
+    def raw(self) -> RawHeaderList: ...
+
+    @overload
+    def get(self, key: str) -> str | None: ...
+
+    @overload
+    def get(self, key: str, default: str) -> str: ...
+
+
+class UpstreamResponse(Protocol):
+    """An answer whose status and headers arrived; its body is still to be read."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> HeaderView: ...
+
+    @property
+    def content(self) -> bytes:
+        """The body once `aread` returned it."""
+        ...
+
+    def aiter_raw(self) -> AsyncIterator[bytes]: ...
+
+    async def aread(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Transport(Protocol):
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        content: bytes,
+    ) -> UpstreamResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class RawHeaders:
+    """Headers as received, looked up by a scan: an answer has a dozen at most, and
+    building a dict (or httpx.Headers) for the one or two lookups costs more."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: RawHeaderList) -> None:
+        self.raw = raw
+
+    @overload
+    def get(self, key: str) -> str | None: ...
+
+    @overload
+    def get(self, key: str, default: str) -> str: ...
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        wanted = key.lower().encode("latin-1")
+        for name, value in self.raw:
+            if name.lower() == wanted:
+                return value.decode("latin-1")
+        return default
+
+
+class HttpxTransport:
+    """An `httpx.AsyncBaseTransport` behind the `Transport` seam."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, timeouts: Timeouts = Timeouts()) -> None:
+        self.inner = inner
+        timeout = httpx.Timeout(
+            connect=timeouts.connect,
+            read=timeouts.read,
+            write=timeouts.read,
+            pool=timeouts.connect,
+        )
+        self._extensions = {"timeout": timeout.as_dict()}
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        content: bytes,
+    ) -> UpstreamResponse:
+        request = httpx.Request(
+            method, url, headers=list(headers), content=content, extensions=self._extensions
+        )
+        try:
+            response = await self.inner.handle_async_request(request)
+        except httpx.RequestError as exc:
+            exc.request = request
+            raise
+        response.request = request
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def as_transport(
+    transport: Transport | httpx.AsyncBaseTransport, timeouts: Timeouts = Timeouts()
+) -> Transport:
+    """An httpx transport wrapped for the seam; a `Transport` as it is."""
+    if isinstance(transport, httpx.AsyncBaseTransport):
+        return HttpxTransport(transport, timeouts)
+    return transport
+
 
 def make_transport(
-    kind: str | None = None, *, max_connections: int = 256
-) -> httpx.AsyncBaseTransport:
+    kind: str | None = None,
+    *,
+    max_connections: int = 256,
+    timeouts: Timeouts = Timeouts(),
+) -> Transport:
     kind = kind or os.environ.get("ROUTER_TRANSPORT", "aiohttp")
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
-    )
     if kind == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
+        from router.upstreams.aiohttp_transport import AiohttpTransport
 
-        transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits, trust_env=False)
-        return transport
+        return AiohttpTransport(max_connections=max_connections, timeouts=timeouts)
     if kind == "httpx":
-        return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        inner = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+        return HttpxTransport(inner, timeouts)
     raise ValueError(f"unknown transport {kind!r}; expected one of {', '.join(TRANSPORTS)}")

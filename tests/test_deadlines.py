@@ -1,0 +1,109 @@
+"""`router.deadlines.Deadline` keeps `asyncio.timeout`'s contract, plus an idle limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from router.deadlines import Deadline
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_fires_as_timeout_error() -> None:
+    async def main() -> float:
+        began = time.perf_counter()
+        with pytest.raises(TimeoutError), Deadline(0.05):
+            await asyncio.sleep(5)
+        return time.perf_counter() - began
+
+    took = run(main())
+    assert 0.04 <= took < 1.0  # type: ignore[operator]
+
+
+def test_unfired_deadline_changes_nothing() -> None:
+    async def main() -> int:
+        with Deadline(5):
+            await asyncio.sleep(0)
+        task = asyncio.current_task()
+        assert task is not None
+        return task.cancelling()
+
+    assert run(main()) == 0
+
+
+def test_none_never_fires() -> None:
+    async def main() -> str:
+        with Deadline(None):
+            await asyncio.sleep(0.02)
+        return "ok"
+
+    assert run(main()) == "ok"
+
+
+def test_idle_limit_counts_from_the_last_touch() -> None:
+    async def main() -> tuple[int, float]:
+        touched = 0
+        began = time.perf_counter()
+        with pytest.raises(TimeoutError), Deadline(10, idle=0.15) as deadline:
+            for _ in range(6):  # 0.3 s of progress, never 0.15 s quiet
+                await asyncio.sleep(0.05)
+                deadline.touch()
+                touched += 1
+            await asyncio.sleep(5)  # silence
+        return touched, time.perf_counter() - began
+
+    touched, took = run(main())  # type: ignore[misc]
+    assert touched == 6
+    assert 0.4 <= took < 2.0
+
+
+def test_total_limit_holds_despite_progress() -> None:
+    async def main() -> float:
+        began = time.perf_counter()
+        with pytest.raises(TimeoutError), Deadline(0.2, idle=1.0) as deadline:
+            while True:
+                await asyncio.sleep(0.02)
+                deadline.touch()
+        return time.perf_counter() - began
+
+    took = run(main())
+    assert 0.18 <= took < 1.0  # type: ignore[operator]
+
+
+def test_a_cancel_from_outside_stays_a_cancel() -> None:
+    async def victim() -> None:
+        with Deadline(5):
+            await asyncio.sleep(5)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(victim())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main())
+
+
+def test_nested_inner_fires_outer_survives() -> None:
+    async def main() -> str:
+        with Deadline(5):
+            with pytest.raises(TimeoutError), Deadline(0.02):
+                await asyncio.sleep(5)
+            await asyncio.sleep(0.01)  # the outer block is not cancelled
+        return "ok"
+
+    assert run(main()) == "ok"
+
+
+def test_outer_fires_through_inner() -> None:
+    async def main() -> None:
+        with pytest.raises(TimeoutError), Deadline(0.03), Deadline(5):
+            await asyncio.sleep(5)
+
+    run(main())
