@@ -228,6 +228,7 @@ class AnthropicUpstream:
     calls: list[Call] = field(default_factory=list)
     sent: list[bytes] = field(default_factory=list)
     fail: tuple[int, bytes] | None = None
+    cut: bool = False  # streams break off after the first text delta
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -265,10 +266,12 @@ class AnthropicUpstream:
             {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 3}},
             {"type": "message_stop"},
         ]  # fmt: skip
-        framed = [sse_of(e) for e in events]
+        framed = [sse_of(e) for e in events[: 3 if self.cut else None]]
         self.sent.append(b"".join(framed))
         for data in framed:
             await send({"type": "http.response.body", "body": data, "more_body": True})
+        if self.cut:
+            raise RuntimeError("upstream crashed mid-stream")
         await send({"type": "http.response.body", "body": b""})
 
 

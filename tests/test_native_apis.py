@@ -331,6 +331,20 @@ def test_messages_stream_is_relayed_event_by_event(setup: Setup) -> None:
     assert (record["tokens_in"], record["tokens_out"]) == (7, 3)
 
 
+def test_a_cut_messages_stream_raises_in_the_sdk(setup: Setup) -> None:
+    setup.claude.cut = True
+    client = setup.anthropic()
+    hello: Any = [{"role": "user", "content": "Hi"}]
+    with (
+        pytest.raises(anthropic.APIStatusError) as info,
+        client.messages.stream(model="claude", max_tokens=20, messages=hello) as stream,
+    ):
+        "".join(stream.text_stream)
+    assert "broke off" in str(info.value)
+    record = setup.records()[-1]
+    assert record["error"] == "stream_cut" and record["tokens_in"] == 7
+
+
 def test_anthropic_upstream_errors_reach_a_messages_client_as_written(setup: Setup) -> None:
     error = {"type": "error", "error": {"type": "invalid_request_error", "message": "bad block"},
              "request_id": "req_ant_upstream"}  # fmt: skip
