@@ -52,10 +52,11 @@ def remember(
 
     async def put(response: dict[str, Any]) -> None:
         try:
+            # The id is the router's, or (an upstream that speaks Responses) the upstream's.
             await store.put(
-                tenant, str(response["id"]), stored_items(history or (), body, response)
+                tenant, str(response.get("id")), stored_items(history or (), body, response)
             )
-        except (StoreUnavailable, RouterError) as exc:
+        except (StoreUnavailable, RouterError, ValueError) as exc:
             # The answer still goes out; only a later previous_response_id misses.
             log.warning("response_store_failed", error=type(exc).__name__)
 

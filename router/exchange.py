@@ -29,7 +29,14 @@ from router.upstreams.headers import passed_response_headers
 from router.upstreams.sse import EventBuffer, event_data, payloads, split_events
 from router.upstreams.usage import Usage, answer_of, usage_of
 
-__all__ = ["Exchange", "note_usage", "relay_body", "relay_stream", "response_headers"]
+__all__ = [
+    "Exchange",
+    "StreamRelay",
+    "note_usage",
+    "relay_body",
+    "relay_stream",
+    "response_headers",
+]
 
 if TYPE_CHECKING:
     from router.caching import CacheSlot
@@ -112,7 +119,7 @@ async def relay_stream(
     deadline: float,
 ) -> None:
     """Pass the stream on event by event; `first` holds the events already read and checked."""
-    relay = _StreamRelay(ex, reply, buffer, drop_usage)
+    relay = StreamRelay(ex, reply, buffer, drop_usage)
     ex.record.overhead_ms = round(max(time.perf_counter() - ex.t0 - upstream_s, 0.0) * 1000, 3)
     await relay.start()
     began = time.perf_counter()
@@ -121,7 +128,7 @@ async def relay_stream(
     await relay.end()
 
 
-class _StreamRelay:
+class StreamRelay:
     """One upstream stream on its way to the client: what has passed, what is kept."""
 
     def __init__(

@@ -19,6 +19,7 @@ from router import tracing
 from router.errors import ClientGone, UpstreamFailure
 from router.exchange import Exchange, relay_body, relay_stream
 from router.ingress.request import ChatRequest
+from router.native import native_api, open_native, relay_native_body, relay_native_stream
 from router.outcomes.metrics import FALLBACKS, UPSTREAM_LATENCY
 from router.responses import send_raw_error, wait_disconnect
 from router.upstreams.client import UpstreamClient
@@ -126,7 +127,12 @@ async def _try(
     record = ex.record
     deadline = deadline_base + client.config.timeouts.total
     began = time.perf_counter()
-    reply = await client.open(client.payload(body), deadline, ex.forward)
+    # Per attempt: a fallback target may speak the client's API where this one does not.
+    api = native_api(ex.out, client.config)
+    if api is None:
+        reply = await client.open(client.payload(body), deadline, ex.forward)
+    else:
+        reply = await open_native(ex, client, api, deadline)
     buffer = EventBuffer()
     if ex.request.stream:
         first = await reply.first_events(deadline, buffer)
@@ -136,7 +142,12 @@ async def _try(
     record.route, record.upstream_model = client.name, client.config.model
     record.ttfb_ms = round((reply.headers_at - ex.t0) * 1000, 3)
     upstream_s = ex.upstream_s + time.perf_counter() - began
-    if ex.request.stream:
+    if api is not None:
+        if ex.request.stream:
+            await relay_native_stream(ex, reply, first, buffer, upstream_s, deadline, api)
+        else:
+            await relay_native_body(ex, reply, raw, data, upstream_s, api)
+    elif ex.request.stream:
         await relay_stream(ex, reply, first, buffer, upstream_s, added_usage, deadline)
     else:
         await relay_body(ex, reply, raw, data, upstream_s)
@@ -151,7 +162,9 @@ async def _relay_client_error(
     record.status, record.error = failure.status or 400, "upstream_client_error"
     raw = failure.headers.raw if failure.headers is not None else ()
     passed = passed_response_headers(ex.policy.headers.response, raw)
-    await send_raw_error(ex.send, failure, record, passed, ex.out.dialect)
+    # A request sent in the client's own API was refused in that API: pass it on as is.
+    as_is = native_api(ex.out, client.config) is not None
+    await send_raw_error(ex.send, failure, record, passed, ex.out.dialect, as_is)
 
 
 def _with_usage(request: ChatRequest) -> tuple[dict[str, Any], bool]:

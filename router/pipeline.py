@@ -221,7 +221,7 @@ class Router:
         history = await recall(store, record.tenant, body)
         chat = parse_responses(body, history)
         on_final = remember(store, record.tenant, body, history)
-        call.out = responses_output(body, "resp_" + record.request_id, on_final)
+        call.out = responses_output(body, "resp_" + record.request_id, on_final, history)
         return chat_request(chat)
 
     async def _decide(self, call: Call, request: ChatRequest) -> tuple[Decision, Features | None]:

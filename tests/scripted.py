@@ -162,14 +162,20 @@ class ScriptedUpstream:
         else:
             await _send_json(send, 404, {"error": {"message": "nope", "type": "invalid_request_error"}}, common)
 
+    async def _failed(self, send: Send, common: list[tuple[bytes, bytes]]) -> bool:
+        """Answer with the scripted failure, if one is due."""
+        if self.fail_status is None or self.fail_times <= 0:
+            return False
+        self.fail_times -= 1
+        names = {k for k, _ in self.fail_headers}
+        kept = [(k, v) for k, v in common if k not in names]
+        head = [(b"content-type", b"application/json"), *kept, *self.fail_headers]
+        await send({"type": "http.response.start", "status": self.fail_status, "headers": head})
+        await send({"type": "http.response.body", "body": self.fail_body})
+        return True
+
     async def _chat(self, body: dict[str, Any], send: Send, common: list[tuple[bytes, bytes]]) -> None:
-        if self.fail_status is not None and self.fail_times > 0:
-            self.fail_times -= 1
-            names = {k for k, _ in self.fail_headers}
-            kept = [(k, v) for k, v in common if k not in names]
-            head = [(b"content-type", b"application/json"), *kept, *self.fail_headers]
-            await send({"type": "http.response.start", "status": self.fail_status, "headers": head})
-            await send({"type": "http.response.body", "body": self.fail_body})
+        if await self._failed(send, common):
             return
         if self.misbehave == "redirect":
             head = [(b"location", b"http://127.0.0.1:9/elsewhere"), *common]
@@ -212,10 +218,17 @@ async def _send_json(send: Send, status: int, data: dict[str, Any], extra: list[
 
 @dataclass
 class AnthropicUpstream:
-    """A fake of Anthropic's own Messages API: `x-api-key`, typed stream events."""
+    """A fake of Anthropic's own Messages API: `x-api-key`, typed stream events.
+
+    Its messages carry `x_upstream_note`, a field no router knows; `sent` holds each
+    answer body as sent; `fail` (status, body) answers the next request with an error.
+    """
 
     text: str = "Bonjour from Claude"
     calls: list[Call] = field(default_factory=list)
+    sent: list[bytes] = field(default_factory=list)
+    fail: tuple[int, bytes] | None = None
+    cut: bool = False  # streams break off after the first text delta
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -227,11 +240,18 @@ class AnthropicUpstream:
         if not scope["path"].endswith("/messages"):
             await _send_json(send, 404, {"type": "error", "error": {"type": "not_found_error", "message": "no"}}, [])
             return
+        if self.fail is not None:
+            (status, error), self.fail = self.fail, None
+            head = [(b"content-type", b"application/json"), (b"request-id", b"req_ant_err")]
+            await send({"type": "http.response.start", "status": status, "headers": head})
+            await send({"type": "http.response.body", "body": error})
+            return
         usage = {"input_tokens": 7, "output_tokens": 3}
         message = {"id": "msg_up", "type": "message", "role": "assistant", "model": body["model"],
                    "content": [{"type": "text", "text": self.text}], "stop_reason": "end_turn",
-                   "stop_sequence": None, "usage": usage}  # fmt: skip
+                   "stop_sequence": None, "usage": usage, "x_upstream_note": "kept"}  # fmt: skip
         if not body.get("stream"):
+            self.sent.append(json.dumps(message).encode())
             await _send_json(send, 200, message, [(b"request-id", b"req_ant_1")])
             return
         head = [(b"content-type", b"text/event-stream"), (b"request-id", b"req_ant_2")]
@@ -246,7 +266,104 @@ class AnthropicUpstream:
             {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 3}},
             {"type": "message_stop"},
         ]  # fmt: skip
-        for event in events:
-            data = b"event: " + event["type"].encode() + b"\ndata: " + json.dumps(event).encode() + b"\n\n"
+        framed = [sse_of(e) for e in events[: 3 if self.cut else None]]
+        self.sent.append(b"".join(framed))
+        for data in framed:
             await send({"type": "http.response.body", "body": data, "more_body": True})
+        if self.cut:
+            raise RuntimeError("upstream crashed mid-stream")
+        await send({"type": "http.response.body", "body": b""})
+
+
+def response_of(body: dict[str, Any], n: int, text: str, status: str = "completed") -> dict[str, Any]:
+    """The Response an OpenAI-like upstream answers `body` with; `x_upstream_note` is a
+    field no router knows, to show that the answer passes untouched."""
+    message = {
+        "type": "message", "id": f"msg_up_{n}", "status": "completed", "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+    }  # fmt: skip
+    return {
+        "id": f"resp_up_{n}", "object": "response", "created_at": 1700000000 + n,
+        "status": status, "error": None, "incomplete_details": None,
+        "instructions": body.get("instructions"), "model": body.get("model"),
+        "output": [message], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+        "temperature": body.get("temperature", 1.0), "top_p": 1.0, "truncation": body.get("truncation", "disabled"),
+        "metadata": {}, "store": body.get("store", True),
+        "usage": {"input_tokens": 11, "input_tokens_details": {"cached_tokens": 0},
+                  "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 15},
+        "x_upstream_note": {"served_by": "native", "n": n},
+    }  # fmt: skip
+
+
+def response_events(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """OpenAI's `response.*` stream for `response` (one message item, a word a delta)."""
+    begun = {**response, "status": "in_progress", "output": [], "usage": None}
+    message = response["output"][0]
+    text = message["content"][0]["text"]
+    ids = {"item_id": message["id"], "output_index": 0}
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": begun},
+        {"type": "response.in_progress", "response": begun},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": {**message, "status": "in_progress", "content": []}},
+        {"type": "response.content_part.added", **ids, "content_index": 0, "part": part},
+        *({"type": "response.output_text.delta", **ids, "content_index": 0, "delta": w, "logprobs": [],
+           "obfuscation": "x1"} for w in _words(text)),
+        {"type": "response.output_text.done", **ids, "content_index": 0, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **ids, "content_index": 0, "part": message["content"][0]},
+        {"type": "response.output_item.done", "output_index": 0, "item": message},
+        {"type": "response.completed", "response": response},
+    ]  # fmt: skip
+    return [{**e, "sequence_number": i} for i, e in enumerate(events)]
+
+
+def sse_of(event: dict[str, Any]) -> bytes:
+    return b"event: " + event["type"].encode() + b"\ndata: " + json.dumps(event).encode() + b"\n\n"
+
+
+@dataclass
+class ResponsesUpstream(ScriptedUpstream):
+    """An upstream that speaks the Responses API as well as chat (OpenAI, vLLM):
+    `/v1/responses` plain and as the typed `response.*` stream. `sent` holds each
+    answer body as sent, so a test can check the client got the same bytes; the
+    scripted failures (`fail_status`, `misbehave="cut"`) apply here too."""
+
+    text: str = "Native answer here"
+    sent: list[bytes] = field(default_factory=list)
+
+    def responses_calls(self) -> list[Call]:
+        return [c for c in self.calls if c.path.endswith("/responses")]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/responses"):
+            await super().__call__(scope, receive, send)
+            return
+        raw = await read_body(receive)
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        body = json.loads(raw or b"{}")
+        self.calls.append(Call(scope["method"], scope["path"], "", headers, body))
+        n = next(_ids)
+        common = [(b"x-request-id", f"req_{self.name}_{n}".encode())]
+        if await self._failed(send, common):
+            return
+        response = response_of(body, n, self.text)
+        if not body.get("stream"):
+            data = json.dumps(response).encode()
+            self.sent.append(data)
+            head = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *common]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await send({"type": "http.response.body", "body": data})
+            return
+        head = [(b"content-type", b"text/event-stream; charset=utf-8"), *common]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        events = response_events(response)
+        if self.misbehave == "cut":
+            events = events[:5]
+        framed = [sse_of(e) for e in events]
+        self.sent.append(b"".join(framed))
+        for frame in framed:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        if self.misbehave == "cut":
+            raise RuntimeError("upstream crashed mid-stream")
         await send({"type": "http.response.body", "body": b""})

@@ -7,7 +7,9 @@ One run starts the fast fake upstream and one `router serve` (aiohttp transport,
 decision records on, no cache, no scoring), then sends the same requests DIRECT
 to the fake and THROUGH the router for: chat completions (plain), embeddings
 (routed by model name), legacy completions, and a path the router does not
-interpret (`POST /v1/moderations`, via `passthrough:`). Targets and endpoints
+interpret (`POST /v1/moderations`, via `passthrough:`), and the two dialects
+passed on natively: Responses to an upstream with `apis: [chat, responses]`, and
+Messages to a `kind: anthropic` upstream (the same fake). Targets and endpoints
 are interleaved round by round so that drifting load hits them alike. Reported:
 req/s, p50 latency, added p50 (router minus direct) and the router's CPU per
 request, with the ratio of each endpoint's CPU per request to chat's.
@@ -63,6 +65,13 @@ ENDPOINTS = {
         "/v1/messages",
         {"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]},
     ),
+    # Passed on untranslated to an upstream that speaks the client's API: measured
+    # direct and through the router, like chat.
+    "responses-native": ("/v1/responses", {"model": "native", "input": "Summarise routing."}),
+    "messages-native": (
+        "/v1/messages",
+        {"model": "claude", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]},
+    ),
     "passthrough": (
         "/v1/moderations",
         {"model": "omni-moderation-latest", "input": "Summarise routing."},
@@ -79,7 +88,20 @@ def write_policy(path: Path, upstream_port: int, records: Path) -> None:
         "    model: fake-model\n"
         "    timeouts: {connect: 2, first_byte: 30, read: 60, total: 120}\n"
         "    retries: 0\n"
-        "models: [auto]\n"
+        "  fake-responses:\n"
+        f"    base_url: http://127.0.0.1:{upstream_port}/v1\n"
+        "    model: fake-model\n"
+        "    apis: [chat, responses]\n"
+        "    retries: 0\n"
+        "  fake-claude:\n"
+        "    kind: anthropic\n"
+        f"    base_url: http://127.0.0.1:{upstream_port}/v1\n"
+        "    model: fake-claude\n"
+        "    retries: 0\n"
+        "models: [auto, native, claude]\n"
+        "routes:\n"
+        "  - {name: native, match: {model: native}, target: fake-responses}\n"
+        "  - {name: claude, match: {model: claude}, target: fake-claude}\n"
         "default: {target: fake}\n"
         "embeddings: {models: {fake-embed: fake}}\n"
         "completions: {models: {fake-instruct: fake}}\n"
@@ -228,6 +250,18 @@ def main() -> int:
             print(
                 f"| {name} | {c} | {r['p50_ms']:.3f} ms | {chat['p50_ms']:.3f} ms | "
                 f"{r['p50_ms'] - chat['p50_ms']:+.3f} ms | {ratio} |"
+            )
+    print("\n| native (in -> same-API upstream) | c | added p50 | chat added p50 | CPU vs chat |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for c in concurrencies:
+        chat_d, chat_r = summary["chat"]["direct"][c], summary["chat"]["router"][c]
+        for name in ("responses-native", "messages-native"):
+            d, r = summary[name]["direct"][c], summary[name]["router"][c]
+            cpu, chat_cpu = r["cpu_us_per_req"], chat_r["cpu_us_per_req"]
+            ratio = f"{cpu / chat_cpu:.2f}x" if cpu and chat_cpu else "-"
+            print(
+                f"| {name} | {c} | {r['p50_ms'] - d['p50_ms']:+.3f} ms | "
+                f"{chat_r['p50_ms'] - chat_d['p50_ms']:+.3f} ms | {ratio} |"
             )
     return 0
 

@@ -1,10 +1,12 @@
 """A fast fake OpenAI-compatible upstream for the overhead benchmark.
 
 Raw asyncio protocol on uvloop with httptools' C request parser: keep-alive
-HTTP/1.1, canned JSON for plain requests and a chunked SSE stream of `--chunks`
-content events (plus a usage event when `stream_options.include_usage` is set,
-as OpenAI does, then `data: [DONE]`). Each SSE event is a separate write, so a
-proxy sees separate chunks whenever the receiver keeps up.
+HTTP/1.1, canned JSON for plain requests (chat, and a Responses and an Anthropic
+Messages answer on `/v1/responses` and `/v1/messages`) and a chunked SSE stream
+of `--chunks` content events (plus a usage event when
+`stream_options.include_usage` is set, as OpenAI does, then `data: [DONE]`).
+Each SSE event is a separate write, so a proxy sees separate chunks whenever the
+receiver keeps up.
 
     python bench/overhead/fake_upstream.py --port 18900 [--chunks 20]
 
@@ -75,6 +77,38 @@ _COMPLETIONS = _json_response(
 _MODERATIONS = _json_response(
     b"200 OK",
     b'{"id":"modr-bench","model":"omni-moderation-latest","results":[{"flagged":false}]}',
+)
+# A Responses and a Messages answer, for routers that pass those APIs on untranslated.
+_RESPONSES = _json_response(
+    b"200 OK",
+    json.dumps(
+        {
+            "id": "resp_bench",
+            "object": "response",
+            "created_at": 1700000000,
+            "status": "completed",
+            "model": "fake-model",
+            "output": [
+                {
+                    "type": "message",
+                    "id": "msg_bench",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [
+                        {"type": "output_text", "text": "A canned answer.", "annotations": []}
+                    ],
+                }
+            ],
+            "usage": {"input_tokens": 12, "output_tokens": 8, "total_tokens": 20},
+        },
+        separators=(",", ":"),
+    ).encode(),
+)
+_MESSAGES = _json_response(
+    b"200 OK",
+    b'{"id":"msg_bench","type":"message","role":"assistant","model":"fake-claude",'
+    b'"content":[{"type":"text","text":"A canned answer."}],"stop_reason":"end_turn",'
+    b'"stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":8}}',
 )
 _MODELS = _json_response(
     b"200 OK", b'{"object":"list","data":[{"id":"fake-model","object":"model","created":0}]}'
@@ -171,6 +205,10 @@ class FakeUpstream(asyncio.Protocol):
             transport.write(_EMBEDDINGS)
         elif path.endswith(b"/completions"):
             transport.write(_COMPLETIONS)
+        elif path.endswith(b"/responses"):
+            transport.write(_RESPONSES)
+        elif path.endswith(b"/messages"):
+            transport.write(_MESSAGES)
         elif path.endswith(b"/moderations"):
             transport.write(_MODERATIONS)
         elif path.endswith(b"/models"):

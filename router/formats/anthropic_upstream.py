@@ -3,6 +3,7 @@
 * `to_anthropic_request(chat, model, max_tokens)`: a chat body as a Messages body.
 * `from_anthropic_message(message)`: an Anthropic Message as a chat completion.
 * `ChatFromAnthropicStream`: Messages stream events in, chat-completion chunks out.
+* `MessagesEvents`: what the router reads of a Messages stream it relays untouched.
 
 So chat and Responses clients can be routed to Anthropic, streaming included. A
 Messages client routed to an Anthropic upstream needs none of this: its body goes
@@ -17,18 +18,22 @@ client expects (`n` > 1, audio output) is refused.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 
 from router.errors import RouterError
+from router.formats.errors import anthropic_error
 from router.formats.openai_chat import as_dict, parse_arguments
 
 __all__ = [
     "ChatFromAnthropicStream",
+    "MessagesEvents",
+    "chat_chunks",
     "finish_reason",
     "from_anthropic_message",
+    "has_chat_form",
     "to_anthropic_request",
 ]
 
@@ -532,3 +537,80 @@ class ChatFromAnthropicStream:
                 "usage": _usage(self._usage),
             }
         ]
+
+
+# The events a relay reads for usage and the end; text deltas pass by unparsed.
+_READ = frozenset({"message_start", "message_delta", "message_stop", "error"})
+
+
+class MessagesEvents:
+    """What the router reads of a Messages stream it passes on as it came (a Messages
+    client on an Anthropic upstream): usage, whether it ended, whether it failed."""
+
+    api = "messages"
+
+    def __init__(self) -> None:
+        self.done = False
+        self.failed = False  # the upstream sent an `error` event itself
+        self._usage: dict[str, Any] = {}
+
+    def reads(self, kind: str | None) -> bool:
+        return kind is None or kind in _READ
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "message_start":
+            self._usage.update(as_dict(as_dict(event.get("message")).get("usage")))
+        elif kind == "message_delta":
+            # Totals so far: they replace what message_start said.
+            usage = as_dict(event.get("usage"))
+            self._usage.update({k: v for k, v in usage.items() if v is not None})
+        elif kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            self.failed = True
+
+    def usage(self) -> dict[str, Any] | None:
+        """The usage so far, in chat's field names."""
+        return _usage(self._usage) if self._usage else None
+
+    def cut(self, error: RouterError, sequence_number: int) -> list[dict[str, Any]]:
+        """The stream broke off: Anthropic's `error` event, which the SDK raises on."""
+        return [anthropic_error(error.status, error.message)]
+
+
+# Content blocks with a chat form; the rest (server tools' calls and results,
+# redacted thinking, blocks added later) are lost when an answer is read as chat.
+_CHAT_BLOCKS = frozenset({"text", "thinking", "tool_use"})
+
+
+def _chat_block(block: object) -> bool:
+    return (
+        isinstance(block, dict) and block.get("type") in _CHAT_BLOCKS and not block.get("citations")
+    )
+
+
+def has_chat_form(message: Mapping[str, Any]) -> bool:
+    """Whether `from_anthropic_message` gives all of this Message (the cache stores only such)."""
+    return all(_chat_block(b) for b in message.get("content") or ())
+
+
+def chat_chunks(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """A whole Messages stream as chat chunks (usage last), or None when it did not
+    end, failed, or holds a block with no chat form."""
+    stream = ChatFromAnthropicStream(include_usage=True)
+    chunks: list[dict[str, Any]] = []
+    for event in events:
+        kind = event.get("type")
+        if kind == "content_block_start" and not _chat_block(event.get("content_block")):
+            return None
+        if (
+            kind == "content_block_delta"
+            and as_dict(event.get("delta")).get("type") == "citations_delta"
+        ):
+            return None
+        try:
+            chunks += stream.feed(event)
+        except RouterError:
+            return None
+    return chunks if stream.done else None

@@ -100,9 +100,12 @@ class TranslatedOutput:
         stream: _Stream,
         opening: list[dict[str, Any]],
         on_final: OnFinal | None = None,
+        history: list[dict[str, Any]] | None = None,
     ) -> None:
         self.dialect = dialect
-        self.request = request
+        self.request = request  # the client's own body: what an upstream of its API gets
+        # Responses: the conversation recalled for `previous_response_id`.
+        self.history = history
         self._render = render
         self._stream = stream
         self._opening = opening
@@ -140,12 +143,20 @@ class TranslatedOutput:
         if self._on_final is not None and self._final is not None:
             await self._on_final(self._final)
 
+    async def keep(self, answer: dict[str, Any]) -> None:
+        """`final` for an answer an upstream wrote in this dialect itself (relayed as is)."""
+        if self._on_final is not None:
+            await self._on_final(answer)
+
     def _frame(self, events: list[dict[str, Any]]) -> bytes:
         return b"".join(sse_event(str(e["type"]), e) for e in events)
 
 
 def responses_output(
-    request: Mapping[str, Any], response_id: str, on_final: OnFinal | None
+    request: Mapping[str, Any],
+    response_id: str,
+    on_final: OnFinal | None,
+    history: list[dict[str, Any]] | None = None,
 ) -> TranslatedOutput:
     stream = ResponsesStream(request, response_id=response_id)
     return TranslatedOutput(
@@ -155,6 +166,7 @@ def responses_output(
         stream,
         stream.start(),
         on_final,
+        history,
     )
 
 

@@ -121,7 +121,8 @@ class UpstreamReply:
             await self.aclose()
             raise self._broken("bad_response", "the stream does not start with an event")
         data = event_data(first)
-        if data is not None and "error" in data:
+        # A chat or Messages error event has an `error` object; a Responses one is typed.
+        if data is not None and ("error" in data or data.get("type") == "error"):
             await self.aclose()
             raise self._broken("stream_error", "the stream starts with an error event")
         return events
@@ -200,11 +201,14 @@ class UpstreamClient:
         extra: Headers = (),
         url: str | None = None,
         method: str = "POST",
+        *,
+        native: bool = False,
     ) -> UpstreamReply:
         """Send the request; retry connect errors, 429 and 5xx with backoff.
 
         Returns once a 2xx status and headers arrived. Nothing has reached the
-        client yet at that point, so retrying is still safe.
+        client yet at that point, so retrying is still safe. `native`: the payload
+        is in the client's own API, and so is the answer (no reading back as chat).
         """
         started = time.perf_counter()
         attempt = 0
@@ -223,7 +227,7 @@ class UpstreamClient:
             if not isinstance(outcome, UpstreamFailure):
                 self.breaker.success()
                 reply = UpstreamReply(self, outcome, started, time.perf_counter(), attempt)
-                if self.anthropic:
+                if self.anthropic and not native:
                     reply.translate = ChatFromAnthropicStream(include_usage=_asks_usage(payload))
                 return reply
             if outcome.kind == "client_error":
