@@ -208,4 +208,25 @@ def app_from_env() -> RouterMiddleware:
     from router.logs import configure_logging
 
     configure_logging(os.environ.get("ROUTER_LOG_LEVEL", "info"))
-    return create_app(os.environ.get("ROUTER_POLICY"))
+    app = create_app(os.environ.get("ROUTER_POLICY"))
+    tune_gc(int(os.environ.get("ROUTER_GC_THRESHOLD", _GC_THRESHOLD)))
+    return app
+
+
+# A request allocates a few hundred objects that die with it, so Python's default
+# (a young-generation collection every 700 allocations) collects after nearly
+# every request; with the modules and policy frozen out of the collector, a
+# larger young generation cost ~10-15% less CPU per request (bench/overhead, #14).
+_GC_THRESHOLD = 20_000
+
+
+def tune_gc(threshold: int) -> None:
+    """For `router serve` only, whose process is the router's alone (mounted as
+    middleware, the host application owns its collector). 0 leaves Python's."""
+    if threshold <= 0:
+        return
+    import gc
+
+    gc.collect()
+    gc.freeze()  # what exists now lives as long as the process: never scan it again
+    gc.set_threshold(threshold, 20, 20)

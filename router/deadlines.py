@@ -1,14 +1,13 @@
-"""`Deadline`: the hot path's timeout, a lighter `asyncio.timeout` with an idle limit.
+"""Timeouts for the hot path that cost a list append, not a loop timer.
 
 Each request needs several timeouts (its body, the upstream's first byte, the
-whole answer), and a stream needs a silence limit too. Measured on uvloop
-(issue #14), an `asyncio.timeout` block costs ~5-7 us over the work it guards
-and a bare `loop.call_at`/`cancel` ~2 us; this class is the latter plus the
-bookkeeping that turns the cancellation into `TimeoutError`.
-
-The silence limit used to be the HTTP client's read timeout, which re-arms a
-loop timer on every chunk read; here `touch()` only notes the time, and the
-timer is moved only when it fires early.
+whole answer, a stream's silence, the next request's headers), and nearly all of
+them are cancelled unfired. Profiled under load on uvloop (issue #14), arming
+and cancelling a loop timer cost ~5 us, and `asyncio.timeout` more, several
+times a request. Here one loop timer per event loop serves every pending
+deadline: arming one is a heap push, cancelling one sets a flag, and the timer
+wakes at most once per `RESOLUTION_S` to fire what is due. A deadline fires up to
+`RESOLUTION_S` late, which none of the router's timeouts needs finer.
 
     with Deadline(5.0):                      # like asyncio.timeout(5.0)
         await something()
@@ -16,19 +15,120 @@ timer is moved only when it fires early.
     with Deadline(total, idle=read) as d:    # also: nothing for `read` seconds
         async for chunk in body:
             d.touch()
+
+    timer = call_later(30.0, callback)       # like loop.call_later
+    timer.cancel()
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 from asyncio import current_task as _current_task
 from asyncio import get_running_loop as _running_loop
+from collections.abc import Callable
 from types import TracebackType
 
-__all__ = ["Deadline"]
+__all__ = ["RESOLUTION_S", "Deadline", "Timer", "call_later"]
+
+RESOLUTION_S = 0.01
+# A loop timer may run a hair before its time; a bucket that close is due.
+_SLACK_S = RESOLUTION_S / 100
+_NEVER = 1 << 62
+
+_ACTIVE, _FIRED, _DONE = 0, 1, 2
 
 
-class Deadline:
+class Timer:
+    """A pending deadline; `cancel()` it when it is no longer needed."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self) -> None:
+        self._state = _ACTIVE
+
+    def cancel(self) -> None:
+        self._state = _DONE
+        self._drop()
+
+    def _drop(self) -> None:
+        """Let go of what the timer refers to: it may wait in its bucket for long."""
+
+    def _expire(self, now: float) -> float | None:
+        """Fire, or return a later time to be looked at again."""
+        raise NotImplementedError
+
+
+class _Wheel:
+    """The pending deadlines of one event loop, behind one loop timer.
+
+    Deadlines are kept in buckets of `RESOLUTION_S`: adding one is a list append
+    (a heap push only for a bucket's first), and a cancelled one is skipped when
+    its bucket comes due, having dropped what it referred to."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.buckets: dict[int, list[Timer]] = {}
+        self.order: list[int] = []  # heap of the buckets' numbers
+        self._armed = _NEVER
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, entry: Timer, when: float) -> None:
+        number = int(when / RESOLUTION_S) + 1  # due at number * RESOLUTION_S >= when
+        bucket = self.buckets.get(number)
+        if bucket is not None:
+            bucket.append(entry)
+            return
+        self.buckets[number] = [entry]
+        heapq.heappush(self.order, number)
+        if number < self._armed:
+            self._arm(number)
+
+    def _arm(self, number: int) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed = number
+        self._handle = self.loop.call_at(number * RESOLUTION_S, self._tick)
+
+    def _tick(self) -> None:
+        self._armed, self._handle = _NEVER, None
+        order, now = self.order, self.loop.time()
+        while order and order[0] * RESOLUTION_S <= now + _SLACK_S:
+            for entry in self.buckets.pop(heapq.heappop(order)):
+                if entry._state != _ACTIVE:
+                    continue
+                try:
+                    later = entry._expire(now)
+                except Exception as exc:  # one failing callback must not stop the others
+                    self.loop.call_exception_handler(
+                        {"message": "deadline callback failed", "exception": exc}
+                    )
+                    continue
+                if later is not None:
+                    self.add(entry, later)
+        if order and order[0] < self._armed:
+            self._arm(order[0])
+
+
+_wheels: dict[asyncio.AbstractEventLoop, _Wheel] = {}
+_last: _Wheel | None = None
+
+
+def _wheel(loop: asyncio.AbstractEventLoop) -> _Wheel:
+    global _last
+    if _last is not None and _last.loop is loop:
+        return _last
+    wheel = _wheels.get(loop)
+    if wheel is None:
+        # Loops that have finished (tests run many) are let go.
+        for old in [old for old in _wheels if old.is_closed()]:
+            del _wheels[old]
+        wheel = _wheels[loop] = _Wheel(loop)
+    _last = wheel
+    return wheel
+
+
+class Deadline(Timer):
     """Cancel the current task after `delay` seconds (None: never), or after `idle`
     seconds without a `touch()`; the cancellation leaves the block as TimeoutError.
 
@@ -36,16 +136,18 @@ class Deadline:
     stay what they are (the task's `cancelling()` count tells them apart).
     """
 
-    __slots__ = ("_cancelling", "_end", "_fired", "_handle", "_idle", "_last", "_loop", "_task")
+    __slots__ = ("_cancelling", "_end", "_idle", "_last", "_loop", "_task")
 
     def __init__(self, delay: float | None, idle: float | None = None) -> None:
+        self._state = _ACTIVE
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._end = delay
         self._idle = idle
-        self._fired = False
-        self._handle: asyncio.TimerHandle | None = None
+        self._last = 0.0
 
     def __enter__(self) -> Deadline:
         if self._end is None and self._idle is None:
+            self._state = _DONE
             return self
         loop = self._loop = _running_loop()
         task = _current_task(loop)
@@ -55,12 +157,12 @@ class Deadline:
         now = self._last = loop.time()
         if self._end is not None:
             self._end += now
-        self._handle = loop.call_at(self._next(), self._expire)
+        _wheel(loop).add(self, self._next())
         return self
 
     def touch(self) -> None:
         """Progress: the idle time counts again from now."""
-        if self._handle is not None:
+        if self._loop is not None:
             self._last = self._loop.time()
 
     def _next(self) -> float:
@@ -70,14 +172,16 @@ class Deadline:
         when = self._last + self._idle
         return when if self._end is None else min(when, self._end)
 
-    def _expire(self) -> None:
+    def _expire(self, now: float) -> float | None:
         later = self._next()
-        if later > self._loop.time():  # touched since: look again then
-            self._handle = self._loop.call_at(later, self._expire)
-            return
-        self._handle = None
-        self._fired = True
+        if later > now:  # touched since it was queued: look again then
+            return later
+        self._state = _FIRED
         self._task.cancel()
+        return None
+
+    def _drop(self) -> None:
+        self._task = self._loop = None  # type: ignore[assignment]
 
     def __exit__(
         self,
@@ -85,10 +189,38 @@ class Deadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        if self._fired:
-            self._fired = False
+        if self._state == _FIRED:
+            self._state = _DONE
             if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
                 raise TimeoutError from exc
+        else:
+            self.cancel()
+
+
+class _Call(Timer):
+    __slots__ = ("_callback",)
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self._state = _ACTIVE
+        self._callback = callback
+
+    def _expire(self, now: float) -> float | None:
+        self._state = _DONE
+        callback, self._callback = self._callback, _nothing
+        callback()
+        return None
+
+    def _drop(self) -> None:
+        self._callback = _nothing
+
+
+def _nothing() -> None:
+    pass
+
+
+def call_later(delay: float, callback: Callable[[], object]) -> Timer:
+    """`loop.call_later` for a timer that is nearly always cancelled before it fires."""
+    loop = _running_loop()
+    entry = _Call(callback)
+    _wheel(loop).add(entry, loop.time() + delay)
+    return entry

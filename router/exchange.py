@@ -228,6 +228,10 @@ def inspect_events(
 ) -> bytes:
     kept: list[bytes] = []
     for event in split_events(events):
+        if not keep_text and b'"prompt_tokens"' not in event:
+            # Only usage is wanted: the text chunks pass without being parsed.
+            kept.append(event + b"\n\n")
+            continue
         payload = next(payloads(event), None)
         data = event_data(payload) if payload is not None else None
         if data is not None:

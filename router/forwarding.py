@@ -16,6 +16,7 @@ import structlog
 from starlette.types import Receive
 
 from router import tracing
+from router.deadlines import call_later
 from router.errors import ClientGone, UpstreamFailure
 from router.exchange import Exchange, relay_body, relay_stream
 from router.ingress.request import ChatRequest
@@ -64,7 +65,7 @@ async def forward(pool: UpstreamPool, ex: Exchange, receive: Receive) -> None:
         nonlocal watcher
         watcher = asyncio.ensure_future(watch())
 
-    timer = asyncio.get_running_loop().call_later(_WATCH_AFTER_S, start_watching)
+    timer = call_later(_WATCH_AFTER_S, start_watching)
     try:
         await _attempt(pool, ex)
     except asyncio.CancelledError:

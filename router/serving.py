@@ -24,6 +24,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from router.deadlines import Timer, call_later
 from router.errors import RouterError
 from router.ingress.headers import too_large
 from router.policy.model import Limits
@@ -56,7 +57,7 @@ class RouterHttpProtocol(HttpToolsProtocol):
         if cls.limits is None:
             cls.limits = limits_from_env()
         self._limits: Limits = cls.limits
-        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_timer: Timer | None = None
         self._header_bytes = 0
         self._header_count = 0
         self._refusal: RouterError | None = None
@@ -129,7 +130,8 @@ class RouterHttpProtocol(HttpToolsProtocol):
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
-            self._header_timer = self.loop.call_later(
+            # Armed and cancelled once per request: the cheap timer (router.deadlines).
+            self._header_timer = call_later(
                 self._limits.header_timeout_s, self._headers_too_slow
             )
 

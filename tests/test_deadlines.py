@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 
 import pytest
 
-from router.deadlines import Deadline
+from router.deadlines import Deadline, call_later
 
 
 def run(coro: object) -> object:
@@ -107,3 +109,35 @@ def test_outer_fires_through_inner() -> None:
             await asyncio.sleep(5)
 
     run(main())
+
+
+def test_call_later_fires_once_and_cancel_stops_it() -> None:
+    async def main() -> list[str]:
+        fired: list[str] = []
+        call_later(0.02, lambda: fired.append("a"))
+        call_later(0.02, lambda: fired.append("b")).cancel()
+        await asyncio.sleep(0.1)
+        return fired
+
+    assert run(main()) == ["a"]
+
+
+def test_a_cancelled_timer_lets_go_of_its_task() -> None:
+    """A timer waits in its bucket until its time even when cancelled: it must not
+    keep the finished request (its task, and all the task refers to) alive."""
+
+    async def request() -> None:
+        with Deadline(60):
+            await asyncio.sleep(0)
+
+    async def main() -> bool:
+        task = asyncio.ensure_future(request())
+        await task
+        ref = weakref.ref(task)
+        del task
+        for _ in range(3):  # the loop's own callbacks that still name the task
+            await asyncio.sleep(0)
+        gc.collect()
+        return ref() is None
+
+    assert run(main())
