@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
@@ -13,6 +15,7 @@ __all__ = [
     "REQUESTS",
     "SCORING_ERRORS",
     "UPSTREAM_LATENCY",
+    "count_request",
 ]
 
 REQUESTS = Counter(
@@ -50,3 +53,18 @@ BREAKER_OPEN = Gauge(
 )
 POLICY_RELOADS = Counter("router_policy_reloads_total", "Policy reloads by result.", ["result"])
 SCORING_ERRORS = Counter("router_scoring_errors_total", "Prompts the classifier failed to score.")
+
+
+# `labels()` takes a lock and builds its key on every call; a request only needs
+# the child, and the combinations are few (rules x routes x statuses x dialects).
+_REQUEST_CHILDREN: dict[tuple[str, str, int, str], Any] = {}
+
+
+def count_request(rule: str, route: str, status: int, dialect: str) -> None:
+    key = (rule, route, status, dialect)
+    child = _REQUEST_CHILDREN.get(key)
+    if child is None:
+        if len(_REQUEST_CHILDREN) > 10_000:  # unbounded rule names cannot grow it forever
+            _REQUEST_CHILDREN.clear()
+        child = _REQUEST_CHILDREN[key] = REQUESTS.labels(rule, route, str(status), dialect)
+    child.inc()

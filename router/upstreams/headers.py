@@ -19,11 +19,37 @@ RawHeaders = list[tuple[bytes, bytes]]
 def passed_response_headers(rules: HeaderRules, raw: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
     """The upstream response headers that `rules` let back to the client."""
     out: RawHeaders = []
+    verdicts = _verdicts(rules)
     for key, value in raw:
-        name = key.decode("latin-1").lower()
-        if rules.allows(name) and name not in NEVER_RESPONSE and not name.startswith("x-router-"):
-            out.append((name.encode("latin-1"), value))
+        name = verdicts.get(key, _UNSEEN)
+        if name is _UNSEEN:
+            name = _verdict(rules, key, verdicts)
+        if name is not None:
+            out.append((name, value))
     return out
+
+
+# Per rules: each header name as received -> its lower-case form if it passes, else
+# None. An upstream sends the same dozen names on every answer, so they are judged
+# once; the table is bounded because names are the upstream's to choose.
+_VERDICTS: dict[int, tuple[HeaderRules, dict[bytes, bytes | None]]] = {}
+_UNSEEN = b"\0"
+
+
+def _verdicts(rules: HeaderRules) -> dict[bytes, bytes | None]:
+    entry = _VERDICTS.get(id(rules))
+    if entry is None or entry[0] is not rules:
+        _VERDICTS.clear()  # one policy is live at a time; let old rules go
+        entry = _VERDICTS[id(rules)] = (rules, {})
+    return entry[1]
+
+
+def _verdict(rules: HeaderRules, key: bytes, verdicts: dict[bytes, bytes | None]) -> bytes | None:
+    name = key.decode("latin-1").lower()
+    passes = rules.allows(name) and name not in NEVER_RESPONSE and not name.startswith("x-router-")
+    if len(verdicts) < 1024:
+        verdicts[key] = name.encode("latin-1") if passes else None
+    return name.encode("latin-1") if passes else None
 
 
 def passthrough_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
