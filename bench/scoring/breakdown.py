@@ -23,7 +23,9 @@ with timers), so the code measured is the code the router runs. Per prompt:
 
 and per request: time queued before its run started, its run, and the hand-back
 to the awaiting coroutine. Throughput and CPU per prompt (the worker process, all
-threads) are measured on the same runs.
+threads) are measured on the same runs. Then, apart, the input preparation alone
+(TextEncoder.tokenize and pack at batch 1 and max_batch, CPU time, fastest of 3
+calls): the part small enough for one preemption to swamp in the runs above.
 
 Each revision runs in its own worker process (PYTHONPATH = that tree; `--before`
 is checked out into a temporary git worktree). Only one worker works at a time;
@@ -193,6 +195,39 @@ async def drive(scorer: Any, probe: Probe, texts: list[str], concurrency: int) -
     }
 
 
+#: A prompt this long (characters) counts as long in the preparation table.
+LONG = 2000
+
+
+def preparation(encoder: Any, texts: list[str], batch: int) -> dict[str, Any]:
+    """Tokenizing and packing alone: CPU time, each call 3 times and the fastest kept.
+
+    CPU-bound pieces of a few hundred microseconds: on a shared machine one
+    preemption can double such a call's wall time, not its CPU time (the
+    process's, so the tokenizer's helper threads count too).
+    """
+    from router.scoring.inputs import TextEncoder
+
+    perf = time.process_time
+    res = {"n": len(texts), "tokenize": 0.0, "pack": 0.0, "tokenize_long": 0.0, "n_long": 0}
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        best_tokenize = best_pack = float("inf")
+        for _ in range(3):
+            t0 = perf()
+            rows = encoder.tokenize(chunk)
+            t1 = perf()
+            TextEncoder.pack(rows, chunk)
+            t2 = perf()
+            best_tokenize, best_pack = min(best_tokenize, t1 - t0), min(best_pack, t2 - t1)
+        res["tokenize"] += best_tokenize
+        res["pack"] += best_pack
+        if batch == 1 and len(chunk[0]) >= LONG:
+            res["tokenize_long"] += best_tokenize
+            res["n_long"] += 1
+    return res
+
+
 async def serve_worker(args: argparse.Namespace) -> None:
     from router.scoring import Scorer
 
@@ -209,7 +244,11 @@ async def serve_worker(args: argparse.Namespace) -> None:
     print(json.dumps({"ready": scorer.provider}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
-        res = await drive(scorer, probe, texts[cmd["lo"] : cmd["hi"]], cmd["c"])
+        chunk = texts[cmd["lo"] : cmd["hi"]]
+        if "prep" in cmd:
+            res = preparation(scorer.encoder, chunk, cmd["prep"])
+        else:
+            res = await drive(scorer, probe, chunk, cmd["c"])
         print(json.dumps(res), flush=True)
     await scorer.close()
 
@@ -256,9 +295,9 @@ class Worker:
         result: dict[str, Any] = json.loads(line)
         return result
 
-    def ask(self, c: int, lo: int, hi: int) -> dict[str, Any]:
+    def ask(self, lo: int, hi: int, **what: int) -> dict[str, Any]:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"c": c, "lo": lo, "hi": hi}) + "\n")
+        self.proc.stdin.write(json.dumps({"lo": lo, "hi": hi, **what}) + "\n")
         self.proc.stdin.flush()
         return self._read()
 
@@ -314,6 +353,46 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
             "p99": latency[min(len(latency) - 1, int(0.99 * len(latency)))],
         },
     }
+
+
+def merge_preparation(parts: list[dict[str, Any]]) -> dict[str, float]:
+    n = sum(p["n"] for p in parts)
+    n_long = sum(p["n_long"] for p in parts)
+    return {
+        "prompts": n,
+        "tokenize_us": sum(p["tokenize"] for p in parts) / n * 1e6,
+        "pack_us": sum(p["pack"] for p in parts) / n * 1e6,
+        "long_prompts": n_long,
+        "tokenize_long_us": sum(p["tokenize_long"] for p in parts) / max(n_long, 1) * 1e6,
+    }
+
+
+def report_preparation(res: dict[str, dict[int, dict[str, float]]], labels: list[str]) -> str:
+    batches = list(res[labels[0]])
+    rows: list[tuple[str, Callable[[dict[int, dict[str, float]]], float]]] = []
+    for b in batches:
+        rows.append((f"tokenize, batch {b}", lambda r, b=b: r[b]["tokenize_us"]))
+        if b == 1:
+            n_long = res[labels[0]][1]["long_prompts"]
+            rows.append(
+                (
+                    f"tokenize, batch 1, the {n_long} prompts of >= {LONG:,} characters",
+                    lambda r: r[1]["tokenize_long_us"],
+                )
+            )
+        rows.append((f"arrays (pack), batch {b}", lambda r, b=b: r[b]["pack_us"]))
+    lines = [
+        "\n**Input preparation alone** (CPU us per prompt, fastest of 3 per call)\n",
+        "| step | " + " | ".join(labels) + (" | after / before |" if len(labels) == 2 else ""),
+        "| --- |" + " ---: |" * (len(labels) + (len(labels) == 2)),
+    ]
+    for name, get in rows:
+        values = [get(res[label]) for label in labels]
+        cells = [f"{v:,.1f}" for v in values]
+        if len(values) == 2:
+            cells.append(f"{values[1] / values[0]:.2f}" if values[0] else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def checkout(rev: str, work: Path) -> Path:
@@ -431,6 +510,9 @@ def main() -> int:
     parts: dict[str, dict[int, list[dict[str, Any]]]] = {
         label: {c: [] for c in concurrency} for label, _ in revs
     }
+    prep: dict[str, dict[int, list[dict[str, Any]]]] = {
+        label: defaultdict(list) for label, _ in revs
+    }
     load = [Path("/proc/loadavg").read_text().split()[0]] if Path("/proc/loadavg").exists() else []
     try:
         for label, rev in revs:
@@ -439,6 +521,7 @@ def main() -> int:
                 trees.append(tree)
             workers.append(Worker(label, tree, args))
         bounds = [args.prompts * k // args.chunks for k in range(args.chunks + 1)]
+        prep_batches = sorted({1, args.max_batch})
         turn = 0
         for k in range(args.chunks):
             for c in concurrency:
@@ -448,7 +531,12 @@ def main() -> int:
                     print(
                         f"[breakdown] chunk {k + 1}/{args.chunks} c={c} {w.label}", file=sys.stderr
                     )
-                    parts[w.label][c].append(w.ask(c, bounds[k], bounds[k + 1]))
+                    parts[w.label][c].append(w.ask(bounds[k], bounds[k + 1], c=c))
+            for b in prep_batches:
+                order = workers if turn % 2 == 0 else workers[::-1]
+                turn += 1
+                for w in order:
+                    prep[w.label][b].append(w.ask(bounds[k], bounds[k + 1], prep=b))
         provider = workers[0].provider
     finally:
         for w in workers:
@@ -461,6 +549,9 @@ def main() -> int:
     if load:
         load.append(Path("/proc/loadavg").read_text().split()[0])
     res = {label: {c: merge(p) for c, p in by_c.items()} for label, by_c in parts.items()}
+    prep_res = {
+        label: {b: merge_preparation(p) for b, p in by_b.items()} for label, by_b in prep.items()
+    }
     labels = [label for label, _ in revs]
     head = (
         f"{args.prompts} dev prompts (seed {args.seed}), {provider}, "
@@ -471,9 +562,11 @@ def main() -> int:
         head += f"; before = {args.before}, after = {args.after}"
     print(head)
     print(report(res, labels))
+    print(report_preparation(prep_res, labels))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"ts": time.time(), "head": head, "before": args.before, "after": args.after}
-    args.out.write_text(json.dumps({**meta, "results": res}, indent=1) + "\n")
+    out = {**meta, "results": res, "preparation": prep_res}
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
