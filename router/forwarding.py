@@ -21,7 +21,7 @@ from router.errors import ClientGone, UpstreamFailure
 from router.exchange import Exchange, relay_body, relay_stream
 from router.ingress.request import ChatRequest
 from router.native import native_api, open_native, relay_native_body, relay_native_stream
-from router.outcomes.metrics import FALLBACKS, UPSTREAM_LATENCY
+from router.outcomes.metrics import FALLBACKS
 from router.responses import send_raw_error, wait_disconnect
 from router.upstreams.client import UpstreamClient
 from router.upstreams.failures import exhausted
@@ -139,7 +139,7 @@ async def _try(
         first = await reply.first_events(deadline, buffer)
     else:
         raw, data = await reply.read_json(deadline)
-    UPSTREAM_LATENCY.labels(client.name).observe(reply.headers_at - reply.started)
+    client.latency.observe(reply.headers_at - reply.started)
     record.route, record.upstream_model = client.name, client.config.model
     record.ttfb_ms = round((reply.headers_at - ex.t0) * 1000, 3)
     upstream_s = ex.upstream_s + time.perf_counter() - began

@@ -28,7 +28,7 @@ from router.formats.anthropic_upstream import (
     from_anthropic_message,
     to_anthropic_request,
 )
-from router.outcomes.metrics import BREAKER_OPEN
+from router.outcomes.metrics import BREAKER_OPEN, UPSTREAM_LATENCY
 from router.policy.model import Upstream
 from router.upstreams.breaker import CircuitBreaker
 from router.upstreams.sse import EventBuffer, event_data, payloads
@@ -149,6 +149,8 @@ class UpstreamClient:
     ) -> None:
         self.config = config
         self.name = config.name
+        # The metric children, looked up once: `labels()` locks and builds a key.
+        self.latency = UPSTREAM_LATENCY.labels(config.name)
         gauge = BREAKER_OPEN.labels(config.name)
         self.breaker = CircuitBreaker(
             config.breaker.failures,
