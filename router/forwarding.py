@@ -163,8 +163,12 @@ async def _relay_client_error(
     record.status, record.error = failure.status or 400, "upstream_client_error"
     raw = failure.headers.raw if failure.headers is not None else ()
     passed = passed_response_headers(ex.policy.headers.response, raw)
-    # A request sent in the client's own API was refused in that API: pass it on as is.
-    as_is = native_api(ex.out, client.config) is not None
+    # A request sent in the client's own API was refused in that API: pass it on as
+    # is. A chat request to an Anthropic upstream was translated: its refusal is not.
+    if ex.out.dialect == "chat":
+        as_is = not client.anthropic
+    else:
+        as_is = native_api(ex.out, client.config) is not None
     await send_raw_error(ex.send, failure, record, passed, ex.out.dialect, as_is)
 
 

@@ -99,15 +99,15 @@ async def send_raw_error(
 ) -> None:
     """Relay an upstream's own 4xx: the request was at fault, and its message says why.
 
-    A chat client, or one whose request went to the upstream untranslated (`as_is`),
-    reads the upstream's body as written (its key already taken out by
-    `UpstreamClient`); a client of another dialect gets the same status and message
-    in its own error format.
+    A client whose request went to the upstream in its own API (`as_is`) reads the
+    upstream's body as written (its key already taken out by `UpstreamClient`); one
+    whose request was translated gets the same status and message in its own
+    error format.
     """
     raw = failure.body or b""
     data = parse_json(raw)
     status = failure.status or 400
-    if data is None or (dialect != "chat" and not as_is):
+    if data is None or not as_is:
         error = data.get("error") if data is not None else None
         message = error.get("message") if isinstance(error, dict) else None
         raw = error_json(RouterError(status, str(message or failure.detail)), dialect)

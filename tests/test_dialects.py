@@ -271,3 +271,35 @@ def test_shadow_to_an_anthropic_upstream_records_its_answer(tmp_path: Any) -> No
         assert shadow["upstream"] == "claude" and shadow["error"] is None
         assert shadow["answer"] == "Bonjour from Claude"
         assert shadow["tokens_in"] == 7 and shadow["tokens_out"] == 3
+
+
+def test_a_refusal_from_an_anthropic_upstream_reaches_a_chat_client_in_openais_format(
+    tmp_path: Any,
+) -> None:
+    """The chat request was translated for Anthropic; its 400 is translated back, so the
+    OpenAI SDK raises BadRequestError with Anthropic's message, not an unreadable body."""
+    from contextlib import ExitStack
+
+    from scripted import AnthropicUpstream
+    from servers import serve
+
+    from router.app import create_app
+
+    upstream = AnthropicUpstream()
+    refusal = {"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long"}}
+    with ExitStack() as stack:
+        url = stack.enter_context(serve(upstream, lifespan="off"))
+        policy = tmp_path / "p.yaml"
+        policy.write_text(
+            "upstreams:\n"
+            f"  claude: {{kind: anthropic, base_url: {url}/v1, model: claude-sonnet-4-5, api_key: sk-ant-up-123}}\n"
+            f"default: {{target: claude}}\nrecord: {{path: {tmp_path / 'r.jsonl'}}}\n"
+        )
+        base = stack.enter_context(serve(create_app(str(policy), scorer_factory=None)))
+        chat = openai.OpenAI(base_url=base + "/v1", api_key="k", max_retries=0)
+        upstream.fail = (400, json.dumps(refusal).encode())
+        with pytest.raises(openai.BadRequestError) as caught:
+            chat.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Hi"}])
+        body = caught.value.response.json()
+        assert set(body) == {"error"} and body["error"]["message"] == "prompt is too long"
+        assert body["error"]["type"] == "invalid_request_error"

@@ -136,3 +136,28 @@ def test_demo_refuses_busy_ports(tmp_path: Path) -> None:
         )
     assert done.returncode == 1
     assert "in use" in done.stderr
+
+
+def test_serve_workers_tune_the_garbage_collector() -> None:
+    """`router serve`'s app factory freezes start-up objects and raises the young
+    generation's threshold; ROUTER_GC_THRESHOLD=0 keeps Python's (a child process,
+    so that this test process keeps its own collector)."""
+    code = (
+        "import gc, os\n"
+        "from router.app import app_from_env\n"
+        "before = gc.get_threshold()\n"
+        "app_from_env()\n"
+        "print(gc.get_threshold()[0], gc.get_freeze_count() > 0, before[0])\n"
+    )
+    policy = Path(__file__).resolve().parents[1] / "policies" / "default.yaml"
+    env = {**os.environ, "ROUTER_POLICY": str(policy)}
+    env.pop("ROUTER_GC_THRESHOLD", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["20000", "True", "700"]
+    env["ROUTER_GC_THRESHOLD"] = "0"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["700", "False", "700"]
