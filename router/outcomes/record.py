@@ -7,6 +7,7 @@ upstream's name, never from request headers.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -60,8 +61,9 @@ class DecisionRecord:
     v: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        # A shallow copy: `asdict` deep-copies every value and cost ~6% of a request.
-        data = {name: getattr(self, name) for name in _FIELDS}
+        # A shallow copy: `asdict` deep-copies every value and cost ~6% of a request;
+        # one attrgetter call reads every field in C.
+        data = dict(zip(_FIELDS, _read_all(self), strict=True))
         data["targets"], data["tried"] = list(self.targets), list(self.tried)
         # Keep records compact: optional fields appear only when set.
         for name in _OPTIONAL:
@@ -71,6 +73,7 @@ class DecisionRecord:
 
 
 _FIELDS = tuple(f.name for f in fields(DecisionRecord))
+_read_all = operator.attrgetter(*_FIELDS)
 _OPTIONAL = (
     "prompt",
     "messages",
