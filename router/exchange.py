@@ -36,6 +36,7 @@ __all__ = [
     "relay_body",
     "relay_stream",
     "response_headers",
+    "run_relay",
 ]
 
 if TYPE_CHECKING:
@@ -119,12 +120,17 @@ async def relay_stream(
     deadline: float,
 ) -> None:
     """Pass the stream on event by event; `first` holds the events already read and checked."""
-    relay = StreamRelay(ex, reply, buffer, drop_usage)
-    ex.record.overhead_ms = round(max(time.perf_counter() - ex.t0 - upstream_s, 0.0) * 1000, 3)
+    await run_relay(StreamRelay(ex, reply, buffer, drop_usage), first, upstream_s, deadline)
+
+
+async def run_relay(relay: StreamRelay, first: bytes, upstream_s: float, deadline: float) -> None:
+    """Start, pump and end a stream relay, timing the router's part and the upstream's."""
+    record = relay.ex.record
+    record.overhead_ms = round(max(time.perf_counter() - relay.ex.t0 - upstream_s, 0.0) * 1000, 3)
     await relay.start()
     began = time.perf_counter()
     await relay.pump(first, deadline)
-    ex.record.upstream_ms = round((upstream_s + time.perf_counter() - began) * 1000, 3)
+    record.upstream_ms = round((upstream_s + time.perf_counter() - began) * 1000, 3)
     await relay.end()
 
 

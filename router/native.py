@@ -22,7 +22,7 @@ import orjson
 
 from router.cache import assemble_stream
 from router.errors import RouterError
-from router.exchange import Exchange, StreamRelay, note_usage, response_headers
+from router.exchange import Exchange, StreamRelay, note_usage, response_headers, run_relay
 from router.formats.anthropic_upstream import (
     MessagesEvents,
     chat_chunks,
@@ -125,13 +125,7 @@ async def relay_native_stream(
 ) -> None:
     """Pass a stream in the client's API on event by event, as it came."""
     reader: _Reader = ResponsesEvents() if api == "responses" else MessagesEvents()
-    relay = _NativeRelay(ex, reply, buffer, reader)
-    ex.record.overhead_ms = round(max(time.perf_counter() - ex.t0 - upstream_s, 0.0) * 1000, 3)
-    await relay.start()
-    began = time.perf_counter()
-    await relay.pump(first, deadline)
-    ex.record.upstream_ms = round((upstream_s + time.perf_counter() - began) * 1000, 3)
-    await relay.end()
+    await run_relay(_NativeRelay(ex, reply, buffer, reader), first, upstream_s, deadline)
 
 
 async def _keep(out: Output, response: dict[str, Any]) -> None:

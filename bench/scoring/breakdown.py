@@ -56,6 +56,9 @@ ROOT = HERE.parents[1]
 DEV = ROOT.parent / "shared" / "data" / "routing" / "dev.jsonl"
 RESULTS = ROOT / "bench" / "results" / "scoring-breakdown.json"
 
+sys.path.insert(0, str(ROOT / "bench" / "overhead"))
+from revisions import checkout  # noqa: E402  (one git-worktree helper for both benches)
+
 #: Phases inside the inference thread's run, in the order they happen.
 RUN_PHASES = ("cut", "tokenizer", "window", "arrays", "model", "post")
 
@@ -393,18 +396,6 @@ def report_preparation(res: dict[str, dict[int, dict[str, float]]], labels: list
             cells.append(f"{values[1] / values[0]:.2f}" if values[0] else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def checkout(rev: str, work: Path) -> Path:
-    if rev == "WORKTREE":
-        return ROOT
-    target = work / f"rev-{rev}"
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(target), rev],
-        check=True,
-        capture_output=True,
-    )
-    return target
 
 
 PHASE_ROWS = [
