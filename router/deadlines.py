@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import threading
 from asyncio import current_task as _current_task
 from asyncio import get_running_loop as _running_loop
 from collections.abc import Callable
@@ -111,19 +112,22 @@ class _Wheel:
 
 
 _wheels: dict[asyncio.AbstractEventLoop, _Wheel] = {}
+_wheels_lock = threading.Lock()  # loops may run in several threads (tests, embedders)
 _last: _Wheel | None = None
 
 
 def _wheel(loop: asyncio.AbstractEventLoop) -> _Wheel:
     global _last
-    if _last is not None and _last.loop is loop:
-        return _last
-    wheel = _wheels.get(loop)
-    if wheel is None:
-        # Loops that have finished (tests run many) are let go.
-        for old in [old for old in _wheels if old.is_closed()]:
-            del _wheels[old]
-        wheel = _wheels[loop] = _Wheel(loop)
+    last = _last  # read once: another thread's loop may replace it meanwhile
+    if last is not None and last.loop is loop:
+        return last
+    with _wheels_lock:
+        wheel = _wheels.get(loop)
+        if wheel is None:
+            # Loops that have finished (tests run many) are let go.
+            for old in [old for old in _wheels if old.is_closed()]:
+                del _wheels[old]
+            wheel = _wheels[loop] = _Wheel(loop)
     _last = wheel
     return wheel
 

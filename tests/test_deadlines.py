@@ -141,3 +141,27 @@ def test_a_cancelled_timer_lets_go_of_its_task() -> None:
         return ref() is None
 
     assert run(main())
+
+
+def test_loops_in_several_threads_keep_their_own_deadlines() -> None:
+    """Each event loop has its own timer behind its deadlines; loops running at the
+    same time in other threads (a server thread beside a test's own loop) do not mix."""
+    import threading
+
+    results: list[float] = []
+
+    async def work() -> None:
+        for _ in range(2000):
+            with Deadline(5):
+                await asyncio.sleep(0)
+        began = time.perf_counter()
+        with pytest.raises(TimeoutError), Deadline(0.05):
+            await asyncio.sleep(5)
+        results.append(time.perf_counter() - began)
+
+    threads = [threading.Thread(target=asyncio.run, args=(work(),)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(results) == 3 and all(r < 2.0 for r in results)
