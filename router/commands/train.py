@@ -41,6 +41,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="replace the base head with a plain logistic head instead of correcting it "
         "(forgets the domain prior)",
     )
+    parser.add_argument(
+        "--no-kernel",
+        action="store_true",
+        help="warm-start with the linear correction only: no kernel over the records' "
+        "embeddings, even where cross-validation on them says it helps",
+    )
     parser.set_defaults(func=run)
 
 
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             holdout=args.holdout,
             l2=args.l2 if args.l2 is not None else (1.0 if args.from_scratch else 10.0),
             warm=not args.from_scratch,
+            kernel=not args.no_kernel,
         )
     except (ValueError, ScorerLoadError) as exc:
         print(f"router train: {exc}", file=sys.stderr)
@@ -78,6 +85,21 @@ def run(args: argparse.Namespace) -> int:
         f"trained on {s['train']} records, held out {s['held_out']} "
         f"(strong needed: {s['strong_needed_rate']:.1%}); new classifier in {result.out}"
     )
+    kernel = s.get("kernel")
+    if kernel:
+        stiff = f"l2 x {kernel['l2_factor']:g}" if kernel["l2_factor"] != 1 else "l2 as given"
+        if kernel["kept"]:
+            print(
+                f"  linear correction ({stiff}) plus a kernel over {kernel['anchors']} records "
+                f"(beta {kernel['beta']:g}, shrink {kernel['shrink']:g}, scale "
+                f"{kernel['scale']:g}): cross-validated rank gain {kernel['cv_gain']:+.4f} "
+                f"(se {kernel['cv_stderr']:.4f})"
+            )
+        else:
+            print(
+                f"  linear correction ({stiff}), no kernel: cross-validation on the records "
+                "found no clear gain from one"
+            )
     labels = s["held_out_labels"]
     if labels:
         for name in ("old", "new"):

@@ -9,6 +9,8 @@ removed and four float nodes appended:
     MatMul(head_input, W[d+1, 1]) -> Add(b) -> Squeeze(axis 1) -> Sigmoid -> score
 
 The old head becomes dead code that onnxruntime prunes when it loads the graph.
+`warm_head` and `kernel_head` instead keep the old logit and add a correction
+to it before a new final Sigmoid (`router train`'s warm start).
 ONNX files are protocol buffers; the few fields touched here (ModelProto.graph,
 GraphProto.node / initializer, NodeProto inputs, outputs and op type, TensorProto
 dims, type, name and raw data) are read and written in the wire format directly,
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["HeadSwapError", "head_input_name", "replace_head", "warm_head"]
+__all__ = ["HeadSwapError", "head_input_name", "kernel_head", "replace_head", "warm_head"]
 
 # Field numbers from onnx.proto.
 _MODEL_GRAPH = 7
@@ -33,6 +35,7 @@ _TENSOR_DIMS, _TENSOR_TYPE, _TENSOR_NAME, _TENSOR_RAW = 1, 2, 8, 9
 _FLOAT, _INT64 = 1, 7
 _PREFIX = "retrained_head/"
 _WARM = "warm_head"
+_KERNEL = "kernel_head"
 
 
 class HeadSwapError(ValueError):
@@ -186,6 +189,40 @@ def replace_head(model: bytes, weight: npt.ArrayLike, bias: float) -> bytes:
     return b"".join(out)
 
 
+def _split_score(graph: bytes) -> tuple[list[bytes], str, list[list[str]]]:
+    """The graph's fields without the final Sigmoid, that Sigmoid's input, node outputs."""
+    kept: list[bytes] = []
+    logit: str | None = None
+    outputs_seen: list[list[str]] = []
+    for f in _fields(graph):
+        if f.number == _GRAPH_NODE and isinstance(f.value, bytes):
+            op, inputs, outputs = _node_info(f.value)
+            if "score" in outputs:
+                if op != "Sigmoid" or len(inputs) != 1 or logit is not None:
+                    raise HeadSwapError("`score` is not one Sigmoid of a logit: cannot warm-start")
+                logit = inputs[0]
+                continue
+            outputs_seen.append(outputs)
+        kept.append(f.raw)
+    if logit is None:
+        raise HeadSwapError("no node produces `score`")
+    return kept, logit, outputs_seen
+
+
+def _fresh_index(outputs_seen: list[list[str]], prefix: str) -> int:
+    # Corrections stack: each round's tensors need a name prefix no earlier
+    # round used; the count of earlier nodes under `prefix` is one.
+    return sum(any(x.startswith(prefix) for x in outputs) for outputs in outputs_seen)
+
+
+def _join(top: list[_Field], kept: list[bytes]) -> bytes:
+    new_graph = b"".join(kept)
+    out = [
+        _bytes_field(_MODEL_GRAPH, new_graph) if f.number == _MODEL_GRAPH else f.raw for f in top
+    ]
+    return b"".join(out)
+
+
 def warm_head(model: bytes, scale: float, weight: npt.ArrayLike, bias: float) -> bytes:
     """The model with `score = sigmoid(scale * old_logit + [embedding, log_chars] @ weight + bias)`.
 
@@ -196,22 +233,8 @@ def warm_head(model: bytes, scale: float, weight: npt.ArrayLike, bias: float) ->
     w = np.asarray(weight, dtype=np.float32).reshape(-1, 1)
     head_input = head_input_name(model)
     top, graph = _split(model)
-    kept: list[bytes] = []
-    logit: str | None = None
-    rounds = 0
-    for f in _fields(graph):
-        if f.number == _GRAPH_NODE and isinstance(f.value, bytes):
-            op, inputs, outputs = _node_info(f.value)
-            if "score" in outputs:
-                if op != "Sigmoid" or len(inputs) != 1 or logit is not None:
-                    raise HeadSwapError("`score` is not one Sigmoid of a logit: cannot warm-start")
-                logit = inputs[0]
-                continue
-            rounds += any(x.startswith(_WARM) for x in outputs)
-        kept.append(f.raw)
-    if logit is None:
-        raise HeadSwapError("no node produces `score`")
-    p = f"{_WARM}{rounds}/"
+    kept, logit, seen = _split_score(graph)
+    p = f"{_WARM}{_fresh_index(seen, _WARM)}/"
     kept += [
         _tensor(p + "scale", np.asarray([scale], dtype=np.float32), _FLOAT),
         _tensor(p + "weight", w, _FLOAT),
@@ -224,8 +247,43 @@ def warm_head(model: bytes, scale: float, weight: npt.ArrayLike, bias: float) ->
         _node("Add", [p + "scaled", p + "delta"], [p + "logit"], p),
         _node("Sigmoid", [p + "logit"], ["score"], p),
     ]
-    new_graph = b"".join(kept)
-    out = [
-        _bytes_field(_MODEL_GRAPH, new_graph) if f.number == _MODEL_GRAPH else f.raw for f in top
+    return _join(top, kept)
+
+
+def kernel_head(
+    model: bytes, anchors: npt.ArrayLike, weights: npt.ArrayLike, beta: float, shrink: float
+) -> bytes:
+    """The model with a kernel offset (`router.replay.kernel`) added to the logit of `score`.
+
+    `offset = (K @ weights) / (shrink + K @ 1)`, `K = exp(beta * (embedding @ anchors.T - 1))`:
+    the embedding output is already unit length, so its product with the unit
+    anchors is the cosine. Stacks like `warm_head`.
+    """
+    a = np.asarray(anchors, dtype=np.float32)
+    w = np.asarray(weights, dtype=np.float32).reshape(-1, 1)
+    if a.ndim != 2 or a.shape[0] != w.shape[0]:
+        raise HeadSwapError(f"anchors {a.shape} and weights {w.shape} do not match")
+    top, graph = _split(model)
+    kept, logit, seen = _split_score(graph)
+    p = f"{_KERNEL}{_fresh_index(seen, _KERNEL)}/"
+    kept += [
+        _tensor(p + "anchors_t", np.ascontiguousarray(a.T), _FLOAT),
+        _tensor(p + "weights", w, _FLOAT),
+        _tensor(p + "ones", np.ones_like(w), _FLOAT),
+        _tensor(p + "beta", np.asarray([beta], dtype=np.float32), _FLOAT),
+        _tensor(p + "shrink", np.asarray([shrink], dtype=np.float32), _FLOAT),
+        _tensor(p + "axes", np.asarray([1], dtype=np.int64), _INT64),
+        _node("MatMul", ["embedding", p + "anchors_t"], [p + "cos"], p),
+        _node("Mul", [p + "cos", p + "beta"], [p + "beta_cos"], p),
+        # exp(beta * cos - beta) = exp(beta * (cos - 1)) <= 1: no overflow.
+        _node("Sub", [p + "beta_cos", p + "beta"], [p + "exponent"], p),
+        _node("Exp", [p + "exponent"], [p + "k"], p),
+        _node("MatMul", [p + "k", p + "weights"], [p + "num"], p),
+        _node("MatMul", [p + "k", p + "ones"], [p + "mass"], p),
+        _node("Add", [p + "mass", p + "shrink"], [p + "den"], p),
+        _node("Div", [p + "num", p + "den"], [p + "offset2d"], p),
+        _node("Squeeze", [p + "offset2d", p + "axes"], [p + "offset"], p),
+        _node("Add", [logit, p + "offset"], [p + "logit"], p),
+        _node("Sigmoid", [p + "logit"], ["score"], p),
     ]
-    return b"".join(out)
+    return _join(top, kept)

@@ -4,9 +4,12 @@ Labels come from the records (`router.replay.labels`): a record is "strong
 needed" when the strong upstream's answer was rated higher than the weak one's,
 or when a lone rating of the weak answer was poor. The encoder is kept; its
 embedding plus `log1p(prompt chars)` (the shipped head's own input) feed an
-L2-regularised logistic regression fitted by Newton's method in numpy. The new
-head is written into a copy of the old ONNX graph (`router.replay.onnxhead`),
-so the new artifact is a drop-in classifier directory for `Scorer`.
+L2-regularised logistic regression fitted by Newton's method in numpy, warm-
+started from the old head; where cross-validation on the records says so, a
+kernel correction over their embeddings is added (`router.replay.kernel`). The
+new head is written into a copy of the old ONNX graph
+(`router.replay.onnxhead`), so the new artifact is a drop-in classifier
+directory for `Scorer`.
 """
 
 from __future__ import annotations
@@ -26,16 +29,25 @@ from router.evaluation.data import Benchmark
 from router.evaluation.report import compare, format_table, to_json
 from router.policy.quantiles import FILE_NAME as QUANTILES_FILE
 from router.policy.quantiles import QuantileTable
+from router.replay.kernel import (
+    KernelChoice,
+    KernelCorrection,
+    KernelGrid,
+    choose_correction,
+    kernel_targets,
+)
 from router.replay.labels import labels_of, strong_needed
-from router.replay.onnxhead import replace_head, warm_head
+from router.replay.onnxhead import kernel_head, replace_head, warm_head
 from router.replay.rescore import record_text
 
 __all__ = [
+    "AdaptedHead",
     "Example",
     "LogisticHead",
     "TrainResult",
     "WarmHead",
     "examples_from_records",
+    "fit_adapted",
     "fit_logistic",
     "fit_warm",
     "is_holdout",
@@ -46,6 +58,8 @@ if TYPE_CHECKING:
     from router.scoring.model_dir import ModelDir
 
 FloatArray = npt.NDArray[np.float64]
+
+DEFAULT_GRID = KernelGrid()
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,75 @@ def fit_warm(
     return WarmHead(scale=float(w[0]), weight=w[1:-1], bias=float(w[-1]))
 
 
+@dataclass(frozen=True)
+class AdaptedHead:
+    """A warm-started head plus, where the records show local structure, a kernel correction."""
+
+    warm: WarmHead
+    kernel: KernelCorrection | None
+    choice: KernelChoice | None  # None: the kernel was not tried
+
+    def logit(self, base_logit: FloatArray, x: FloatArray, emb: FloatArray) -> FloatArray:
+        out = self.warm.logit(base_logit, x)
+        if self.kernel is not None:
+            out = out + self.kernel.offset(emb)
+        return out
+
+    def predict(self, base_logit: FloatArray, x: FloatArray, emb: FloatArray) -> FloatArray:
+        z = np.clip(self.logit(base_logit, x, emb), -40, 40)
+        out: FloatArray = 1.0 / (1.0 + np.exp(-z))
+        return out
+
+
+def fit_adapted(
+    base_logit: FloatArray,
+    x: FloatArray,
+    emb: FloatArray,
+    y: FloatArray,
+    targets: FloatArray,
+    *,
+    l2: float = 10.0,
+    grid: KernelGrid | None = DEFAULT_GRID,
+) -> AdaptedHead:
+    """`fit_warm` on every record, plus a kernel correction where cross-validation keeps one.
+
+    `emb` are the records' unit embeddings and `targets` their `kernel_targets`.
+    Cross-validation (`choose_correction`) also picks the linear correction's
+    l2 (`l2` or a multiple of it). It runs on at most `grid.max_anchors`
+    records (a seeded sample: they are also what the served graph stores).
+    `grid=None`: `fit_warm` alone, as before the kernel existed.
+    """
+    if grid is None:
+        return AdaptedHead(warm=fit_warm(base_logit, x, y, l2=l2), kernel=None, choice=None)
+    keep = _anchor_sample(len(y), grid.max_anchors)
+    b, xs, ys = base_logit[keep], x[keep], y[keep]
+
+    def warm_oof(folds: npt.NDArray[np.int64], factor: float) -> FloatArray:
+        out = np.zeros(len(ys))
+        for f in np.unique(folds):
+            held = folds == f
+            fit = fit_warm(b[~held], xs[~held], ys[~held], l2=l2 * factor)
+            out[held] = fit.logit(b[held], xs[held])
+        return out
+
+    choice = choose_correction(emb[keep], targets[keep], warm_oof, grid)
+    kernel = None
+    if choice.params is not None:
+        beta, shrink, scale = choice.params
+        kernel = KernelCorrection.fit(emb[keep], targets[keep], beta, shrink, scale)
+    warm = fit_warm(base_logit, x, y, l2=l2 * choice.l2_factor)
+    return AdaptedHead(warm=warm, kernel=kernel, choice=choice)
+
+
+def _anchor_sample(n: int, cap: int) -> npt.NDArray[np.int64]:
+    # Every anchor adds 1.5 KB to the graph and a dot product to each request;
+    # a seeded sample of a few thousand keeps what a kernel learns (in the
+    # adaptation benchmark 4,096 of MMLU's 8,419 rows reach the reference).
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, cap, replace=False))
+
+
 def _logit(p: npt.NDArray[np.floating[Any]]) -> FloatArray:
     q = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
     out: FloatArray = np.log(q / (1 - q))
@@ -249,13 +332,19 @@ def train(
     holdout: float = 0.2,
     l2: float = 10.0,
     warm: bool = True,
+    kernel: bool = True,
+    grid: KernelGrid = DEFAULT_GRID,
     scorer_factory: Any = None,
 ) -> TrainResult:
     """Fit a head on the labelled `records` and write a classifier directory to `out`.
 
     `warm` (the default) keeps the base head, domain prior included, and fits a
     correction pulled towards it (`fit_warm`); `warm=False` replaces it with a
-    plain logistic head fitted on the records alone (`fit_logistic`).
+    plain logistic head fitted on the records alone (`fit_logistic`). With
+    `warm` and `kernel` (the default) a kernel correction over the records'
+    embeddings is added where cross-validation on them says it helps
+    (`fit_adapted`, candidates from `grid`); its choice is in the report under
+    "kernel".
     """
     from router.scoring import Scorer
     from router.scoring.model_dir import ModelDir, default_model_dir
@@ -269,7 +358,18 @@ def train(
     old_scores, emb = _score_all(make(base_dir), texts)
     y = np.asarray([ex.label for ex in examples])
     is_held = np.asarray([is_holdout(ex.request_id, holdout) for ex in examples])
-    fitted, expected = _fit_head(old_scores, _features(emb, texts), y, is_held, l2=l2, warm=warm)
+    targets = kernel_targets(examples)
+    fitted, expected = _fit_head(
+        old_scores,
+        _features(emb, texts),
+        emb.astype(np.float64),
+        y,
+        targets,
+        is_held,
+        l2=l2,
+        warm=warm,
+        grid=grid if kernel else None,
+    )
 
     out = Path(out)
     _write_classifier(out, base_dir, old_meta, fitted, n_train=int((~is_held).sum()), l2=l2)
@@ -285,6 +385,7 @@ def train(
     summary: dict[str, Any] = {
         "base": str(base_dir),
         "warm_start": warm,
+        "kernel": _kernel_summary(fitted),
         "l2": l2,
         "out": str(out),
         "examples": len(examples),
@@ -318,26 +419,46 @@ def _features(emb: npt.NDArray[np.float32], texts: Sequence[str]) -> FloatArray:
 def _fit_head(
     old_scores: npt.NDArray[np.float32],
     x: FloatArray,
+    emb: FloatArray,
     y: FloatArray,
+    targets: FloatArray,
     is_held: npt.NDArray[np.bool_],
     *,
     l2: float,
     warm: bool,
-) -> tuple[WarmHead | LogisticHead, FloatArray]:
+    grid: KernelGrid | None,
+) -> tuple[AdaptedHead | LogisticHead, FloatArray]:
     """The head fitted on the non-held-out rows, and its scores for every row."""
+    fit = ~is_held
     if warm:
         base_logit = _logit(old_scores)
-        warm_fit = fit_warm(base_logit[~is_held], x[~is_held], y[~is_held], l2=l2)
-        return warm_fit, warm_fit.predict(base_logit, x)
-    cold_fit = fit_logistic(x[~is_held], y[~is_held], l2=l2)
+        adapted = fit_adapted(
+            base_logit[fit],
+            x[fit],
+            emb[fit],
+            y[fit],
+            targets[fit],
+            l2=l2,
+            grid=grid,
+        )
+        return adapted, adapted.predict(base_logit, x, emb)
+    cold_fit = fit_logistic(x[fit], y[fit], l2=l2)
     return cold_fit, cold_fit.predict(x)
+
+
+def _kernel_summary(fitted: AdaptedHead | LogisticHead) -> dict[str, Any] | None:
+    if not isinstance(fitted, AdaptedHead) or fitted.choice is None:
+        return None
+    out = fitted.choice.summary()
+    out["anchors"] = 0 if fitted.kernel is None else len(fitted.kernel.weights)
+    return out
 
 
 def _write_classifier(
     out: Path,
     base_dir: Path,
     old_meta: ModelDir,
-    fitted: WarmHead | LogisticHead,
+    fitted: AdaptedHead | LogisticHead,
     *,
     n_train: int,
     l2: float,
@@ -348,13 +469,19 @@ def _write_classifier(
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(old_meta.tokenizer_file, out / "tokenizer.json")
     base_model = old_meta.model_file.read_bytes()
-    if isinstance(fitted, WarmHead):
-        model = warm_head(base_model, fitted.scale, fitted.weight, fitted.bias)
+    if isinstance(fitted, AdaptedHead):
+        w = fitted.warm
+        model = warm_head(base_model, w.scale, w.weight, w.bias)
+        used = l2 * (fitted.choice.l2_factor if fitted.choice is not None else 1.0)
         how = (
             f"{old_meta.name}'s head (kept whole) plus a logistic correction warm-started "
             f"from it and fitted by `router train` on {n_train} labelled "
-            f"records (l2={l2} towards the base head)"
+            f"records (l2={used:g} towards the base head)"
         )
+        if fitted.kernel is not None:
+            k = fitted.kernel
+            model = kernel_head(model, k.anchors, k.weights, k.beta, k.shrink)
+            how += f", plus a kernel correction over {len(k.weights)} of those records"
     else:
         model = replace_head(base_model, fitted.weight, fitted.bias)
         how = (
