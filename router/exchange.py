@@ -61,6 +61,9 @@ class Exchange:
     out: Output = CHAT  # the client's dialect: how its answer is written
     # Client headers passed on to the upstream (the policy's `headers.request`).
     forward: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Set when the request cannot be translated whole: only targets that speak the
+    # client's API can take it, and this is the answer when none does.
+    deferred: RouterError | None = None
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body", False):

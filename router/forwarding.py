@@ -88,6 +88,8 @@ async def _attempt(pool: UpstreamPool, ex: Exchange) -> None:
         client = pool.clients.get(name)
         if client is None:
             continue
+        if ex.deferred is not None and native_api(ex.out, client.config) is None:
+            continue  # it would have to translate what cannot be translated
         began = time.perf_counter()
         try:
             with tracing.attempt_span(ex, client):
@@ -108,6 +110,8 @@ async def _attempt(pool: UpstreamPool, ex: Exchange) -> None:
                 detail=failure.detail,
                 request_id=ex.record.request_id,
             )
+    if not failures and ex.deferred is not None:
+        raise ex.deferred
     ex.record.error = failures[-1].kind if failures else "no_upstream"
     raise exhausted(failures, ex.policy.headers.response)
 

@@ -35,10 +35,10 @@ from router.conversations import recall, remember
 from router.errors import ClientGone, RouterError, clip
 from router.exchange import Exchange
 from router.features import Features
-from router.formats.anthropic import parse_messages
+from router.formats.anthropic import parse_messages_deferred
 from router.formats.dialect import CHAT, Output, anthropic_output, responses_output
 from router.formats.errors import Dialect
-from router.formats.responses import parse_responses
+from router.formats.responses import parse_responses_deferred
 from router.forwarding import forward
 from router.ingress.auth import tenant_for
 from router.ingress.body import read_body
@@ -82,6 +82,9 @@ class Call:
     answered: bool = False  # the response has started: an error can no longer be sent
     admission: Admission | None = None
     shadow: tuple[UpstreamClient, dict[str, Any]] | None = None
+    # The request holds what its chat translation cannot carry: this 400 answers it
+    # unless a target takes it in the client's own API.
+    deferred: RouterError | None = None
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -210,12 +213,14 @@ class Router:
         body = json_object(raw, depth)
         record = call.record
         if call.dialect == "anthropic":
-            chat = parse_messages(body)
+            chat, call.deferred = parse_messages_deferred(body)
             call.out = anthropic_output(body, "msg_" + record.request_id)
             return chat_request(chat)
         store = self.runtime.responses_store
         history = await recall(store, record.tenant, body)
-        chat = parse_responses(body, history)
+        # What only the Responses API can do is refused only if a target would have
+        # to translate it (`Exchange.deferred`): an upstream speaking it takes it as is.
+        chat, call.deferred = parse_responses_deferred(body, history)
         on_final = remember(store, record.tenant, body, history)
         call.out = responses_output(body, "resp_" + record.request_id, on_final, history)
         return chat_request(chat)
@@ -259,15 +264,22 @@ class Router:
     ) -> None:
         runtime, policy = self.runtime, call.policy
         decision, features = decided
-        if decision.shadow is not None and (shadow := runtime.pool.clients.get(decision.shadow)):
+        # A request its translation cannot carry whole is neither copied to a shadow
+        # nor answered from, or stored in, the cache: both would see another question.
+        whole = call.deferred is None
+        shadow = runtime.pool.clients.get(decision.shadow) if decision.shadow else None
+        if shadow is not None and whole:
             call.shadow = (shadow, request.body)
         ex = Exchange(policy, request, decision, call.record, call.t0, call.send)
-        ex.out = call.out
+        ex.out, ex.deferred = call.out, call.deferred
         ex.forward = forwarded_request_headers(policy.headers.request, call.headers)
         target = runtime.pool.clients.get(decision.target)
         model = target.config.model if target is not None else None
-        with tracing.cache_span(call.record, runtime.cache is not None and decision.cache):
-            cached = await lookup(runtime.cache, policy.cache, ex, features, call.headers, model)
+        cached, cache = None, runtime.cache if whole else None
+        if cache is None and runtime.cache is not None and decision.cache:
+            call.record.cache = "bypass"
+        with tracing.cache_span(call.record, cache is not None and decision.cache):
+            cached = await lookup(cache, policy.cache, ex, features, call.headers, model)
         if cached is None:
             await forward(runtime.pool, ex, receive)
             return

@@ -257,6 +257,45 @@ def test_responses_upstream_errors_and_cuts(setup: Setup) -> None:
     assert setup.records()[-1]["error"] == "stream_cut"
 
 
+def test_built_in_tools_reach_a_responses_upstream_and_are_refused_only_by_translation(
+    setup: Setup,
+) -> None:
+    """Built-in tools (web search, as the Agents SDK sends) and a parameter the router
+    does not know have no chat form: a Responses-speaking target takes them as is; a
+    request bound for a chat-only target gets the translation's 400, which names the
+    tool, and that target is never called. Neither is cached."""
+    client = setup.openai()
+    tools: Any = [{"type": "web_search"}, {"type": "function", "name": "f", "parameters": {}}]
+    answer = client.responses.create(
+        model="auto", input="What happened today?", tools=tools,
+        extra_body={"brand_new_option": 1},
+    )  # fmt: skip
+    assert answer.output_text == "Native answer here"
+    sent = setup.native.responses_calls()[-1].body
+    assert sent["tools"] == tools and sent["brand_new_option"] == 1
+    # The same request again: no cache hit (its chat form is not the whole question).
+    client.responses.create(model="auto", input="What happened today?", tools=tools)
+    assert len(setup.native.responses_calls()) == 2
+    rows = [r for r in setup.records() if r.get("dialect") == "responses"]
+    assert [r["cache"] for r in rows[-2:]] == ["bypass", "bypass"]
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="local-only", input="What happened today?", tools=tools)
+    error = caught.value.response.json()["error"]
+    assert "web_search" in error["message"] and error["param"] == "tools[0].type"
+    assert not setup.local.calls
+    assert setup.records()[-1]["status"] == 400
+
+
+def test_a_malformed_request_is_refused_whatever_the_target(setup: Setup) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        setup.openai().responses.create(
+            model="auto", input="Hi", tools=[{"type": "web_search"}], temperature=7
+        )
+    assert caught.value.response.json()["error"]["param"] == "temperature"
+    assert not setup.native.responses_calls()
+
+
 def test_a_native_answer_is_cached_as_chat(setup: Setup) -> None:
     client = setup.openai()
     ask = "What is the capital of France?"
@@ -308,6 +347,37 @@ def test_messages_reach_an_anthropic_upstream_as_is(setup: Setup) -> None:
     assert (record["tokens_in"], record["tokens_out"]) == (7, 3)
     assert record["cost_usd"] == pytest.approx((7 * 3 + 3 * 15) / 1e6)
     assert record["answer"] == "Bonjour from Claude"
+
+
+def test_server_tools_reach_an_anthropic_upstream_and_are_refused_only_by_translation(
+    setup: Setup,
+) -> None:
+    """Anthropic's server tools, and the blocks a previous turn with them left in the
+    conversation, reach a Messages-speaking upstream as is; bound for a chat-only
+    target, the request gets the translation's 400 in Anthropic's format."""
+    client = setup.anthropic()
+    tools: Any = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]
+    messages: Any = [
+        {"role": "user", "content": "News?"},
+        {"role": "assistant", "content": [
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
+             "input": {"query": "news"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+            {"type": "text", "text": "Nothing found."},
+        ]},
+        {"role": "user", "content": "Try again."},
+    ]  # fmt: skip
+    message = client.messages.create(model="claude", max_tokens=50, tools=tools, messages=messages)
+    assert message.content[0].type == "text"
+    sent = setup.claude.calls[-1].body
+    assert sent["tools"] == tools and sent["messages"] == messages
+
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="local-only", max_tokens=50, tools=tools, messages=messages)
+    body = caught.value.response.json()
+    # The first thing the translation cannot carry is named: the server tool's block.
+    assert body["type"] == "error" and "'server_tool_use'" in body["error"]["message"]
+    assert not setup.local.calls
 
 
 def test_messages_stream_is_relayed_event_by_event(setup: Setup) -> None:

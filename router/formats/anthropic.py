@@ -30,6 +30,7 @@ __all__ = [
     "AnthropicStream",
     "count_tokens",
     "parse_messages",
+    "parse_messages_deferred",
     "render_message",
     "stop_reason",
 ]
@@ -113,6 +114,56 @@ def parse_messages(body: Mapping[str, Any], *, count_only: bool = False) -> dict
     _tools(body, chat)
     _thinking(body, chat)
     return chat
+
+
+def parse_messages_deferred(body: Mapping[str, Any]) -> tuple[dict[str, Any], RouterError | None]:
+    """`parse_messages`, with the refusal of what only Anthropic's API can do (server
+    tools and their result blocks, parameters the router does not know) deferred:
+    the chat body of what translates, and that refusal (None: it all does). A target
+    that takes Messages as is never needs the translation. Malformed input raises.
+    """
+    try:
+        return parse_messages(body), None
+    except RouterError as refusal:
+        kept = _translatable(body)
+        if kept is None:
+            raise
+        try:
+            return parse_messages(kept), refusal
+        except RouterError:
+            raise refusal from None
+
+
+_USER_BLOCKS = frozenset({"text", "image", "document", "tool_result"})
+_ASSISTANT_BLOCKS = frozenset({"text", "tool_use", "thinking", "redacted_thinking"})
+
+
+def _translatable(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`body` without what the chat translation refuses as unsupported; None when it
+    holds nothing of that kind."""
+    out = {k: v for k, v in body.items() if k in _MAPPED or k in _DROPPED}
+    dropped = len(out) != len(body)
+    tools = out.get("tools")
+    if isinstance(tools, list):
+        client = [t for t in tools if not isinstance(t, dict) or t.get("type") in (None, "custom")]
+        dropped |= len(client) != len(tools)
+        out["tools"] = client
+    messages = out.get("messages")
+    if isinstance(messages, list):
+        kept = []
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list):
+                known = _ASSISTANT_BLOCKS if message.get("role") == "assistant" else _USER_BLOCKS
+                blocks = [b for b in content if not isinstance(b, dict) or b.get("type") in known]
+                if len(blocks) != len(content):
+                    dropped = True
+                    if not blocks:
+                        continue
+                    message = {**message, "content": blocks}
+            kept.append(message)
+        out["messages"] = kept
+    return out if dropped else None
 
 
 def _system(system: object) -> str | list[dict[str, Any]]:

@@ -1,6 +1,9 @@
 """The OpenAI Responses API (`POST /v1/responses`) in and out of the canonical chat body.
 
 * `parse_responses(body, history)`: a Responses request as a chat-completions body.
+* `parse_responses_deferred(body, history)`: the same, for a request that may still
+  reach an upstream speaking the Responses API as is: what the translation cannot
+  carry is left out of the chat body and its 400 is returned, not raised.
 * `render_response(completion, request)`: a chat completion as a `Response` object.
 * `ResponsesStream`: chat-completion chunks in, the typed `response.*` events out.
 * `input_items`, `stored_items`, `previous_response_not_found`: what a response
@@ -25,6 +28,7 @@ __all__ = [
     "ResponsesStream",
     "input_items",
     "parse_responses",
+    "parse_responses_deferred",
     "previous_response_not_found",
     "render_response",
     "stored_items",
@@ -178,6 +182,92 @@ def parse_responses(
         # `response.completed` carries usage; chat streams send it only when asked.
         chat["stream_options"] = {"include_usage": True}
     return chat
+
+
+def parse_responses_deferred(
+    body: Mapping[str, Any], history: Iterable[Mapping[str, Any]] | None = None
+) -> tuple[dict[str, Any], RouterError | None]:
+    """`parse_responses`, with the refusal of what only the Responses API can do
+    (built-in tools, server-side state, unknown parameters) deferred.
+
+    Returns the chat body of everything translatable (for scoring, routing and the
+    record) and that refusal, or None. A target that takes the request as is never
+    needs the translation; one that would translate it answers the refusal then. A
+    request that is malformed, not merely untranslatable, still raises here.
+    """
+    try:
+        return parse_responses(body, history), None
+    except RouterError as refusal:
+        kept = _translatable(body)
+        if kept is None:  # nothing was left out: the request itself is at fault
+            raise
+        try:
+            return parse_responses(kept, history), refusal
+        except RouterError:
+            raise refusal from None
+
+
+_ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning"})
+_PARTS = frozenset(
+    {"input_text", "output_text", "input_image", "input_file", "input_audio", "refusal"}
+)
+
+
+def _translatable(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`body` without what the chat translation refuses as unsupported (as opposed to
+    malformed); None when there is nothing of that kind."""
+    out: dict[str, Any] = {}
+    dropped = False
+    for key, value in body.items():
+        if (key in _REFUSED and value is not None) or (key == "background" and value):
+            dropped = True
+        elif key in _MAPPED or key in _DROPPED:
+            out[key] = value
+        else:  # an unknown parameter
+            dropped = True
+    tools = out.get("tools")
+    if isinstance(tools, list):
+        functions = [t for t in tools if isinstance(t, dict) and t.get("type") == "function"]
+        dropped |= len(functions) != len(tools)
+        out["tools"] = functions
+    choice = out.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
+        del out["tool_choice"]
+        dropped = True
+    items = out.get("input")
+    if isinstance(items, list):
+        kept_items = []
+        for item in items:
+            kind = (
+                item.get("type", "message" if "role" in item else None)
+                if isinstance(item, dict)
+                else None
+            )
+            if kind not in _ITEMS:
+                dropped = True
+                continue
+            content = item.get("content") if kind == "message" else None
+            if isinstance(content, list):
+                parts = [p for p in content if _part_translatable(p)]
+                if len(parts) != len(content):
+                    dropped = True
+                    if not parts:
+                        continue
+                    item = {**item, "content": parts}
+            kept_items.append(item)
+        out["input"] = kept_items
+    return out if dropped else None
+
+
+def _part_translatable(part: object) -> bool:
+    if not isinstance(part, dict):
+        return True  # malformed, not unsupported: the parse says so
+    kind = part.get("type")
+    if kind == "input_image":
+        return isinstance(part.get("image_url"), str) and bool(part["image_url"])
+    if kind == "input_file":
+        return "file_url" not in part
+    return kind in _PARTS or not isinstance(kind, str)
 
 
 def _items_to_messages(items: list[dict[str, Any]], params: list[str]) -> list[dict[str, Any]]:
