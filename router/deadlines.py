@@ -93,13 +93,15 @@ class _Wheel:
 
     def _tick(self) -> None:
         self._armed, self._handle = _NEVER, None
-        order, now = self.order, self.loop.time()
-        while order and order[0] * RESOLUTION_S <= now + _SLACK_S:
+        # Everything due by `due` fires now; what asks to be looked at again is then
+        # due after it, so it lands in a later bucket and this loop ends.
+        order, due = self.order, self.loop.time() + _SLACK_S
+        while order and order[0] * RESOLUTION_S <= due:
             for entry in self.buckets.pop(heapq.heappop(order)):
                 if entry._state != _ACTIVE:
                     continue
                 try:
-                    later = entry._expire(now)
+                    later = entry._expire(due)
                 except Exception as exc:  # one failing callback must not stop the others
                     self.loop.call_exception_handler(
                         {"message": "deadline callback failed", "exception": exc}

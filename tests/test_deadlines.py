@@ -165,3 +165,37 @@ def test_loops_in_several_threads_keep_their_own_deadlines() -> None:
     for t in threads:
         t.join(20)
     assert len(results) == 3 and all(r < 2.0 for r in results)
+
+
+def test_a_deadline_due_within_the_timer_slack_fires_instead_of_spinning() -> None:
+    """A loop timer can run a hair before its bucket's time; an entry due in between
+    must fire then, not be queued into the same bucket again and again."""
+    from router import deadlines
+
+    class Probe(deadlines.Timer):
+        def __init__(self, when: float) -> None:
+            super().__init__()
+            self.when, self.looks = when, 0
+
+        def _expire(self, now: float) -> float | None:
+            self.looks += 1
+            if self.looks > 100:  # the bug: stop the spin so the test can fail
+                raise RuntimeError("spinning")
+            return self.when if now < self.when else None  # as Deadline does
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        wheel = deadlines._wheel(loop)
+        number = int(loop.time() / deadlines.RESOLUTION_S) + 5
+        now = number * deadlines.RESOLUTION_S - deadlines._SLACK_S / 2
+        probe = Probe(number * deadlines.RESOLUTION_S - deadlines._SLACK_S / 4)
+        wheel.add(probe, probe.when)
+        real = loop.time
+        loop.time = lambda: now  # type: ignore[method-assign]
+        try:
+            wheel._tick()
+        finally:
+            loop.time = real  # type: ignore[method-assign]
+        return probe.looks
+
+    assert asyncio.run(main()) == 1
