@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from router.errors import RouterError
-from router.formats.errors import anthropic_error
+from router.formats.errors import anthropic_error, defer_untranslatable
 from router.formats.openai_chat import ToolResults, as_dict, new_id, parse_arguments, reasoning_of
 from router.policy.decide import CHARS_PER_TOKEN
 
@@ -122,16 +122,7 @@ def parse_messages_deferred(body: Mapping[str, Any]) -> tuple[dict[str, Any], Ro
     the chat body of what translates, and that refusal (None: it all does). A target
     that takes Messages as is never needs the translation. Malformed input raises.
     """
-    try:
-        return parse_messages(body), None
-    except RouterError as refusal:
-        kept = _translatable(body)
-        if kept is None:
-            raise
-        try:
-            return parse_messages(kept), refusal
-        except RouterError:
-            raise refusal from None
+    return defer_untranslatable(parse_messages, _translatable, body)
 
 
 _USER_BLOCKS = frozenset({"text", "image", "document", "tool_result"})

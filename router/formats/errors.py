@@ -7,6 +7,7 @@ The OpenAI body is `router.errors.error_body`, reused as is.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -18,6 +19,7 @@ __all__ = [
     "Dialect",
     "anthropic_error",
     "anthropic_error_type",
+    "defer_untranslatable",
     "error_event",
     "error_json",
     "sse_event",
@@ -86,3 +88,26 @@ def error_event(exc: RouterError, dialect: Dialect, sequence_number: int = 0) ->
             },
         )
     return sse_event("error", anthropic_error(exc.status, exc.message))
+
+
+Body = Mapping[str, Any]
+
+
+def defer_untranslatable(
+    parse: Callable[[Body], dict[str, Any]],
+    translatable: Callable[[Body], dict[str, Any] | None],
+    body: Body,
+) -> tuple[dict[str, Any], RouterError | None]:
+    """`parse(body)`, or, when it refuses what only the client's own API can do, the
+    parse of what `translatable` keeps of the body and that refusal (to answer only
+    if no target takes the request as is). Malformed input still raises."""
+    try:
+        return parse(body), None
+    except RouterError as refusal:
+        kept = translatable(body)
+        if kept is None:  # nothing was left out: the request itself is at fault
+            raise
+        try:
+            return parse(kept), refusal
+        except RouterError:
+            raise refusal from None

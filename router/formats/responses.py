@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from router.errors import RouterError
+from router.formats.errors import defer_untranslatable
 from router.formats.openai_chat import ToolResults, as_dict, new_id, reasoning_of
 
 __all__ = [
@@ -195,16 +196,7 @@ def parse_responses_deferred(
     needs the translation; one that would translate it answers the refusal then. A
     request that is malformed, not merely untranslatable, still raises here.
     """
-    try:
-        return parse_responses(body, history), None
-    except RouterError as refusal:
-        kept = _translatable(body)
-        if kept is None:  # nothing was left out: the request itself is at fault
-            raise
-        try:
-            return parse_responses(kept, history), refusal
-        except RouterError:
-            raise refusal from None
+    return defer_untranslatable(lambda b: parse_responses(b, history), _translatable, body)
 
 
 _ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning"})
