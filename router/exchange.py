@@ -37,6 +37,7 @@ __all__ = [
     "relay_stream",
     "response_headers",
     "run_relay",
+    "send_whole",
 ]
 
 if TYPE_CHECKING:
@@ -106,10 +107,16 @@ async def relay_body(
     if not ex.out.passthrough:
         raw, content_type = ex.out.plain(data), b"application/json"
         await ex.out.final()
-    headers = response_headers(record, ex.decision, content_type)
+    await send_whole(ex, reply, raw, content_type)
+
+
+async def send_whole(ex: Exchange, reply: UpstreamReply, raw: bytes, content_type: bytes) -> None:
+    """A whole answer to the client: the router's headers, the upstream's it lets
+    through, and `raw` as the body, with the record's status."""
+    headers = response_headers(ex.record, ex.decision, content_type)
     headers += passed_response_headers(ex.policy.headers.response, reply.response.headers.raw)
     headers.append((b"content-length", str(len(raw)).encode()))
-    await ex.send({"type": "http.response.start", "status": record.status, "headers": headers})
+    await ex.send({"type": "http.response.start", "status": ex.record.status, "headers": headers})
     await ex.send({"type": "http.response.body", "body": raw})
 
 
@@ -153,19 +160,28 @@ class StreamRelay:
         self.saw_done = False
 
     async def start(self) -> None:
+        ex = self.ex
+        content_type = b"text/event-stream"
+        if ex.out.passthrough:
+            content_type = self.upstream_type()
+        await self.send_head(content_type)
+        if opening := ex.out.start():
+            await ex.send({"type": "http.response.body", "body": opening, "more_body": True})
+
+    def upstream_type(self) -> bytes:
+        return self.reply.response.headers.get("content-type", "text/event-stream").encode()
+
+    async def send_head(self, content_type: bytes) -> None:
+        """The response start: the upstream's status, the router's headers and the
+        upstream's it lets through."""
         ex, response = self.ex, self.reply.response
         ex.record.status = response.status_code
-        content_type = response.headers.get("content-type", "text/event-stream").encode()
-        if not ex.out.passthrough:
-            content_type = b"text/event-stream"
         headers = response_headers(ex.record, ex.decision, content_type)
         headers += passed_response_headers(ex.policy.headers.response, response.headers.raw)
         headers.append((b"cache-control", b"no-cache"))
         await ex.send(
             {"type": "http.response.start", "status": ex.record.status, "headers": headers}
         )
-        if opening := ex.out.start():
-            await ex.send({"type": "http.response.body", "body": opening, "more_body": True})
 
     async def forward(self, events: bytes) -> None:
         ex = self.ex

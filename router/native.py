@@ -22,7 +22,13 @@ import orjson
 
 from router.cache import assemble_stream
 from router.errors import RouterError
-from router.exchange import Exchange, StreamRelay, note_usage, response_headers, run_relay
+from router.exchange import (
+    Exchange,
+    StreamRelay,
+    note_usage,
+    run_relay,
+    send_whole,
+)
 from router.formats.anthropic_upstream import (
     MessagesEvents,
     chat_chunks,
@@ -40,7 +46,6 @@ from router.formats.responses_upstream import (
 )
 from router.policy.model import Api, Upstream
 from router.upstreams.client import UpstreamClient, UpstreamReply
-from router.upstreams.headers import passed_response_headers
 from router.upstreams.sse import EventBuffer, event_data, payloads, split_events
 from router.upstreams.usage import Usage, answer_of, usage_of
 
@@ -107,11 +112,7 @@ async def relay_native_body(
     if api == "responses":
         await _keep(ex.out, data)
     content_type = reply.response.headers.get("content-type", "application/json").encode()
-    headers = response_headers(record, ex.decision, content_type)
-    headers += passed_response_headers(ex.policy.headers.response, reply.response.headers.raw)
-    headers.append((b"content-length", str(len(raw)).encode()))
-    await ex.send({"type": "http.response.start", "status": status, "headers": headers})
-    await ex.send({"type": "http.response.body", "body": raw})
+    await send_whole(ex, reply, raw, content_type)
 
 
 async def relay_native_stream(
@@ -173,15 +174,7 @@ class _NativeRelay(StreamRelay):
         self.kept = None  # kept parsed (`events`), not as bytes
 
     async def start(self) -> None:
-        ex, response = self.ex, self.reply.response
-        ex.record.status = response.status_code
-        content_type = response.headers.get("content-type", "text/event-stream").encode()
-        headers = response_headers(ex.record, ex.decision, content_type)
-        headers += passed_response_headers(ex.policy.headers.response, response.headers.raw)
-        headers.append((b"cache-control", b"no-cache"))
-        await ex.send(
-            {"type": "http.response.start", "status": ex.record.status, "headers": headers}
-        )
+        await self.send_head(self.upstream_type())  # the upstream's own events: no opening
 
     async def forward(self, events: bytes) -> None:
         reader, kept = self.reader, self.events

@@ -275,7 +275,7 @@ class Router:
         ex.forward = forwarded_request_headers(policy.headers.request, call.headers)
         target = runtime.pool.clients.get(decision.target)
         model = target.config.model if target is not None else None
-        cached, cache = None, runtime.cache if whole else None
+        cache = runtime.cache if whole else None
         if cache is None and runtime.cache is not None and decision.cache:
             call.record.cache = "bypass"
         with tracing.cache_span(call.record, cache is not None and decision.cache):
