@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from router.upstreams.transport import Timeouts, Transport, make_transport
 from tests.servers import serve
 
-KINDS = ("aiohttp", "httpx")
+KINDS = ("wire", "aiohttp", "httpx")
 
 
 async def _app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -179,7 +179,7 @@ def main() -> int:
         router = start(
             [*cmd, "serve", "--policy", str(policy), "--port", str(port), "--workers", "1"],
             cpu=router_cpu,
-            env=clean_env(ROUTER_TRANSPORT="aiohttp"),
+            env=clean_env(),
             log_path=work / "router.log",
         )
         procs.append(router)

@@ -116,7 +116,7 @@ def main() -> int:
                 trees.append(tree)
             port, policy = free_port(), work / f"policy-{label}.yaml"
             write_policy(policy, upstream, work / f"decisions-{label}.jsonl")
-            env = clean_env(PYTHONPATH=str(tree), ROUTER_TRANSPORT="aiohttp")
+            env = clean_env(PYTHONPATH=str(tree))  # each revision with its own default transport
             cmd = [
                 sys.executable,
                 "-m",

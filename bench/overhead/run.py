@@ -1,18 +1,19 @@
-"""Proxy overhead benchmark: the router (both transports) and LiteLLM against direct.
+"""Proxy overhead benchmark: the router (each transport) and LiteLLM against direct.
 
     .venv/bin/python bench/overhead/run.py            # full run, < 10 minutes
     .venv/bin/python bench/overhead/run.py --quick    # sanity check, < 2 minutes
 
 One run starts, on loopback:
   * a fast fake OpenAI-compatible upstream (bench/overhead/fake_upstream.py);
-  * `router serve` twice, ROUTER_TRANSPORT=aiohttp and =httpx, one worker each,
-    a rule-only policy with the fake as its upstream, decision records ON, the
-    /ui status page OFF;
-  * with `--targets ...,router-ui`: the aiohttp router again with the status page
-    ON (its sampler reading the counters every 5 s), beside `router-aiohttp`;
-  * with `--targets ...,router-otel`: the aiohttp router again with OpenTelemetry
-    tracing ON (ROUTER_TRACING=1, OTLP/HTTP to a local no-op collector,
-    bench/overhead/noop_collector.py), beside `router-aiohttp`;
+  * `router serve` once per transport: `router` (the default, ROUTER_TRANSPORT=wire),
+    `router-aiohttp` and `router-httpx`; one worker each, a rule-only policy with
+    the fake as its upstream, decision records ON, the /ui status page OFF;
+  * with `--targets ...,router-ui`: the router again with the status page ON (its
+    sampler reading the counters every 5 s), beside `router`;
+  * with `--targets ...,router-otel`: the router again with OpenTelemetry tracing
+    ON (ROUTER_TRACING=1, OTLP/HTTP to a local no-op collector,
+    bench/overhead/noop_collector.py), beside `router`;
+  * with `--targets ...,minimal`: the floor, bench/overhead/minimal_proxy.py;
   * a LiteLLM proxy (its own virtualenv, bench/.venv-litellm, installed on first
     use) with the fake as an openai-compatible `api_base`, one worker;
 and sends the same requests DIRECT to the fake and THROUGH each proxy, plain and
@@ -65,6 +66,8 @@ GOALS = {
 }
 # What we measured for LiteLLM before, used only when LiteLLM is not in the run.
 LITELLM_REFERENCE_RPS = 100.0
+# The router under each transport, in the order the goal table shows them.
+ROUTERS = ("router", "router-aiohttp", "router-httpx")
 
 # Every target gets the same key; LiteLLM requires a master key, the router ignores it.
 API_KEY = "sk-bench-" + secrets.token_hex(16)
@@ -538,7 +541,7 @@ def build_report(
         return "PASS" if ok else "MISS"
 
     goals: dict[str, Any] = {}
-    for name in ("router-aiohttp", "router-httpx"):
+    for name in ROUTERS:
         s = summary.get(name)
         if s is None:
             continue
@@ -577,8 +580,9 @@ def build_report(
         return out
 
     lines.append("")
-    lines.append("| goal | target | router-aiohttp | router-httpx |")
-    lines.append("|---|---|---|---|")
+    shown = [n for n in ROUTERS if n in goals]
+    lines.append("| goal | target | " + " | ".join(shown) + " |")
+    lines.append("|---|---|" + "---|" * len(shown))
     for label, goal, render in (
         ("added p50 latency, plain, c=1", f"<= {GOALS['added_p50_c1_ms']} ms", render_latency),
         (
@@ -588,15 +592,13 @@ def build_report(
         ),
         ("max stream req/s (20 chunks)", f">= {GOALS['stream_rps']:.0f}", render_stream),
     ):
-        cells = [
-            render(goals[n]) if n in goals else "-" for n in ("router-aiohttp", "router-httpx")
-        ]
+        cells = [render(goals[n]) for n in shown]
         lines.append(f"| {label} | {goal} | {' | '.join(cells)} |")
 
-    a, h = summary.get("router-aiohttp"), summary.get("router-httpx")
+    a, h = summary.get("router"), summary.get("router-aiohttp")
     if a and h and h["plain_max_rps"] and h["stream_max_rps"]:
         text = (
-            f"\nTransport: aiohttp / httpx max req/s = "
+            f"\nTransport: wire / aiohttp max req/s = "
             f"{a['plain_max_rps'] / h['plain_max_rps']:.2f}x plain, "
             f"{a['stream_max_rps'] / h['stream_max_rps']:.2f}x stream"
         )
@@ -607,10 +609,12 @@ def build_report(
             )
         lines.append(text + ".")
 
+    floor = summary.get("minimal")
     for other, base, label in (
-        ("router-ui", a, "Status page on / off (router-ui / router-aiohttp)"),
-        ("router-otel", a, "Tracing on / off (router-otel / router-aiohttp)"),
-        ("router-aiohttp", summary.get("minimal"), "Router / the floor (router-aiohttp / minimal)"),
+        ("router-ui", a, "Status page on / off (router-ui / router)"),
+        ("router-otel", a, "Tracing on / off (router-otel / router)"),
+        ("router", floor, "Router / the floor (router / minimal)"),
+        ("router-aiohttp", floor, "Router on aiohttp / the floor (router-aiohttp / minimal)"),
     ):
         line = _ratio_line(label, summary.get(other), base)
         if line:
@@ -650,8 +654,9 @@ def main() -> int:
     parser.add_argument("--modes", default="plain,stream")
     parser.add_argument(
         "--targets",
-        default="direct,router-aiohttp,router-httpx,litellm",
-        help="subset of direct,router-aiohttp,router-httpx,router-ui,router-otel,minimal,litellm",
+        default="direct,router,router-aiohttp,minimal,litellm",
+        help="subset of direct,router,router-aiohttp,router-httpx,router-ui,router-otel,"
+        "minimal,litellm",
     )
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
     parser.add_argument("--no-install", action="store_true", help="never install LiteLLM")
@@ -730,10 +735,11 @@ def main() -> int:
             procs.append(collector)
             wait_http(f"http://127.0.0.1:{collector_port}/stats", collector, 15)
         for name, transport, ui in (
+            ("router", "wire", False),
             ("router-aiohttp", "aiohttp", False),
             ("router-httpx", "httpx", False),
-            ("router-ui", "aiohttp", True),
-            ("router-otel", "aiohttp", False),
+            ("router-ui", "wire", True),
+            ("router-otel", "wire", False),
         ):
             if name not in wanted:
                 continue

@@ -147,7 +147,7 @@ def main() -> int:
                     fh.write("scoring: {enabled: true}\n")
             cmd = [sys.executable, "-m", "router.cli", "serve", "--policy", str(policy),
                    "--port", str(port), "--workers", "1", "--log-level", "warning"]  # fmt: skip
-            env = clean_env(PYTHONPATH=str(ROOT), ROUTER_TRANSPORT="aiohttp")
+            env = clean_env(PYTHONPATH=str(ROOT))
             proc = start(cmd, cpu=router_cpu, env=env, log_path=work / f"{label}.log")
             procs.append(proc)
             if not wait_http(f"http://127.0.0.1:{port}/healthz", proc, 90):

@@ -419,6 +419,8 @@ def _refused(exc: BaseException) -> bool:
     cause = exc.__cause__
     if cause is None:
         return False
+    if isinstance(cause, ConnectionRefusedError):
+        return True
     try:
         import aiohttp
     except ImportError:  # pragma: no cover - aiohttp is a dependency

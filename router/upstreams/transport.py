@@ -2,12 +2,14 @@
 
 The router needs little of an HTTP client: send one request on a pooled
 connection, read the status and raw headers, then the body as it arrives. That
-is all a `Transport` does. Two ship:
+is all a `Transport` does. Three ship (`ROUTER_TRANSPORT` picks one):
 
-- `aiohttp` (the default): aiohttp's C-accelerated engine driven directly. A
-  request through the httpx API on top of it spent more CPU building and
-  translating httpx's request and response objects than aiohttp spent sending
-  (bench/overhead, issue #14), so the hot path no longer goes through it.
+- `wire` (the default, router/upstreams/wire.py): HTTP/1.1 on asyncio protocols
+  with llhttp's C parser, a request one formatted head and one write. Under load
+  a whole router request costs about two thirds of the CPU it did on aiohttp
+  (bench/overhead, issue #14).
+- `aiohttp`: aiohttp's C-accelerated client, driven directly (not through the
+  httpx API, whose request and response objects cost more than aiohttp's send).
 - `httpx`: any `httpx.AsyncBaseTransport` (httpx's own pure-Python engine by
   default), so tests and users can still plug in what httpx can drive.
 
@@ -15,7 +17,7 @@ Failures are raised as httpx's exception classes whichever transport runs, so
 the code above catches one family: `httpx.TimeoutException` for a timeout,
 `httpx.TransportError` for a connection that failed or broke.
 
-Neither transport keeps cookies: a jar shared by every request of every tenant
+No transport keeps cookies: a jar shared by every request of every tenant
 would send one tenant's upstream session cookie on the next tenant's request.
 """
 
@@ -40,7 +42,7 @@ __all__ = [
     "make_transport",
 ]
 
-TRANSPORTS = ("aiohttp", "httpx")
+TRANSPORTS = ("wire", "aiohttp", "httpx")
 
 RawHeaderList = Sequence[tuple[bytes, bytes]]
 
@@ -172,7 +174,11 @@ def make_transport(
     max_connections: int = 256,
     timeouts: Timeouts = Timeouts(),
 ) -> Transport:
-    kind = kind or os.environ.get("ROUTER_TRANSPORT", "aiohttp")
+    kind = kind or os.environ.get("ROUTER_TRANSPORT", "wire")
+    if kind == "wire":
+        from router.upstreams.wire import WireTransport
+
+        return WireTransport(max_connections=max_connections, timeouts=timeouts)
     if kind == "aiohttp":
         from router.upstreams.aiohttp_transport import AiohttpTransport
 
