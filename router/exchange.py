@@ -57,7 +57,8 @@ class Exchange:
     t0: float
     respond: Send
     slot: CacheSlot | None = None  # set by the cache step on a miss
-    finished: bool = False
+    answered: bool = False  # the response has started: an error can no longer be sent
+    finished: bool = False  # the response has ended
     upstream_s: float = 0.0  # time spent on targets that failed before this one
     out: Output = CHAT  # the client's dialect: how its answer is written
     # Client headers passed on to the upstream (the policy's `headers.request`).
@@ -67,7 +68,10 @@ class Exchange:
     deferred: RouterError | None = None
 
     async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.answered = True
+        elif kind == "http.response.body" and not message.get("more_body", False):
             self.finished = True
         await self.respond(message)
 

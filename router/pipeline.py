@@ -2,7 +2,7 @@
 
     Router.chat
      └─ _serve             the request is in flight until its record is written
-         ├─ _handle        parse -> decide -> respond; a RouterError is answered here
+         ├─ _guarded       parse -> decide -> respond; a RouterError is answered here
          │   ├─ _parse     authenticate, read and validate the body (router.ingress)
          │   ├─ _decide    score once (router.scoring), decide() (router.policy),
          │   │             admit against the tenant's budget (router.budgets)
@@ -79,7 +79,8 @@ class Call:
     t0: float = field(default_factory=time.perf_counter)
     dialect: Dialect = "chat"  # the client's API: errors and answers are written in it
     out: Output = CHAT
-    answered: bool = False  # the response has started: an error can no longer be sent
+    started: bool = False  # an error answer has started (see `answered`)
+    ex: Exchange | None = None  # set once decided: it sends the answer from then on
     admission: Admission | None = None
     shadow: tuple[UpstreamClient, dict[str, Any]] | None = None
     # The request holds what its chat translation cannot carry: this 400 answers it
@@ -88,8 +89,13 @@ class Call:
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            self.answered = True
+            self.started = True
         await self.respond(message)
+
+    @property
+    def answered(self) -> bool:
+        """The response has started: an error can no longer be sent."""
+        return self.started or (self.ex is not None and self.ex.answered)
 
 
 class Router:
@@ -150,10 +156,22 @@ class Router:
             runtime.in_flight -= 1
 
     async def _guarded(self, call: Call, receive: Receive) -> None:
-        """`_handle`, with what ends a request early: the client leaving, a cancel, a bug."""
+        """parse -> decide -> respond, and what ends a request early: a `RouterError`
+        (answered here), the client leaving, a cancel, a bug.
+
+        One coroutine with nested `try`s rather than one per level: each layer of
+        coroutines costs every request its frames."""
         record, ledger = call.record, self.runtime.ledger
         try:
-            await self._handle(call, receive)
+            try:
+                request = await self._parse(call, receive)
+                decision = await self._decide(call, request)
+                await self._respond(call, request, decision, receive)
+            except RouterError as exc:
+                record.status, record.error = exc.status, exc.code or exc.type
+                await send_error(
+                    call.send, exc, record.request_id, record_headers(record), call.dialect
+                )
         except ClientGone:
             record.status, record.error = 499, "client_disconnected"
         except asyncio.CancelledError:
@@ -166,18 +184,6 @@ class Router:
             record.status, record.error = 500, type(exc).__name__
             if not call.answered:
                 await send_error(call.respond, _INTERNAL, record.request_id, dialect=call.dialect)
-
-    async def _handle(self, call: Call, receive: Receive) -> None:
-        try:
-            request = await self._parse(call, receive)
-            decision = await self._decide(call, request)
-            await self._respond(call, request, decision, receive)
-        except RouterError as exc:
-            record = call.record
-            record.status, record.error = exc.status, exc.code or exc.type
-            await send_error(
-                call.send, exc, record.request_id, record_headers(record), call.dialect
-            )
 
     async def _parse(self, call: Call, receive: Receive) -> ChatRequest:
         policy, record, headers = call.policy, call.record, call.headers
@@ -227,8 +233,10 @@ class Router:
 
     async def _decide(self, call: Call, request: ChatRequest) -> tuple[Decision, Features | None]:
         policy, record = call.policy, call.record
-        with tracing.scoring_span(record, policy.scoring.enabled):
-            features = await self._score(policy, request, record)
+        features = None
+        if policy.scoring.enabled:
+            with tracing.scoring_span(record):
+                features = await self._score(request, record)
         facts = RequestFacts(
             request_id=record.request_id,
             tenant=record.tenant,
@@ -270,7 +278,9 @@ class Router:
         shadow = runtime.pool.clients.get(decision.shadow) if decision.shadow else None
         if shadow is not None and whole:
             call.shadow = (shadow, request.body)
-        ex = Exchange(policy, request, decision, call.record, call.t0, call.send)
+        # The exchange sends to the client itself (one coroutine less per message);
+        # `call.answered` asks it whether the answer has started.
+        ex = call.ex = Exchange(policy, request, decision, call.record, call.t0, call.respond)
         ex.out, ex.deferred = call.out, call.deferred
         ex.forward = forwarded_request_headers(policy.headers.request, call.headers)
         target = runtime.pool.clients.get(decision.target)
@@ -278,8 +288,10 @@ class Router:
         cache = runtime.cache if whole else None
         if cache is None and runtime.cache is not None and decision.cache:
             call.record.cache = "bypass"
-        with tracing.cache_span(call.record, cache is not None and decision.cache):
-            cached = await lookup(cache, policy.cache, ex, features, call.headers, model)
+        cached = None
+        if cache is not None and decision.cache:
+            with tracing.cache_span(call.record):
+                cached = await lookup(cache, policy.cache, ex, features, call.headers, model)
         if cached is None:
             await forward(runtime.pool, ex, receive)
             return
@@ -315,11 +327,7 @@ class Router:
 
     # -- steps ---------------------------------------------------------------------
 
-    async def _score(
-        self, policy: Policy, request: ChatRequest, record: DecisionRecord
-    ) -> Features | None:
-        if not policy.scoring.enabled:
-            return None
+    async def _score(self, request: ChatRequest, record: DecisionRecord) -> Features:
         scorer = self.runtime.scorer
         if scorer is None:
             features = Features(error="classifier unavailable")
