@@ -117,10 +117,10 @@ class UpstreamReply:
                 "stream_cut", f"the stream broke off ({type(exc).__name__})"
             ) from None
         first = next(payloads(events), None)
-        if first is None or (first != b"[DONE]" and event_data(first) is None):
+        data = event_data(first) if first is not None else None
+        if first is None or (first != b"[DONE]" and data is None):
             await self.aclose()
             raise self._broken("bad_response", "the stream does not start with an event")
-        data = event_data(first)
         # A chat or Messages error event has an `error` object; a Responses one is typed.
         if data is not None and ("error" in data or data.get("type") == "error"):
             await self.aclose()
