@@ -43,7 +43,7 @@ from router.forwarding import forward
 from router.ingress.auth import tenant_for
 from router.ingress.body import read_body
 from router.ingress.request import ChatRequest, chat_request, json_object, parse_chat_request
-from router.outcomes.metrics import OVERHEAD, SCORING_ERRORS, count_request
+from router.outcomes.metrics import SCORING_ERRORS, count_request, observe_overhead
 from router.outcomes.record import DecisionRecord
 from router.outcomes.sinks import Sink
 from router.outcomes.spend import note_cache_hit
@@ -303,7 +303,7 @@ class Router:
         runtime, record = self.runtime, call.record
         record.latency_ms = round((time.perf_counter() - call.t0) * 1000, 3)
         if record.overhead_ms is not None:
-            OVERHEAD.observe(record.overhead_ms / 1000)
+            observe_overhead(record.overhead_ms / 1000)
         count_request(record.rule or "-", record.route or "-", record.status, call.dialect)
         if call.admission is not None and runtime.ledger is not None:
             await runtime.ledger.settle(call.admission, record.cost_usd or 0.0)

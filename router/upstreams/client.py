@@ -28,6 +28,7 @@ from router.formats.anthropic_upstream import (
     from_anthropic_message,
     to_anthropic_request,
 )
+from router.outcomes.fastmetrics import observer
 from router.outcomes.metrics import BREAKER_OPEN, UPSTREAM_LATENCY
 from router.policy.model import Upstream
 from router.upstreams.breaker import CircuitBreaker
@@ -151,6 +152,7 @@ class UpstreamClient:
         self.name = config.name
         # The metric children, looked up once: `labels()` locks and builds a key.
         self.latency = UPSTREAM_LATENCY.labels(config.name)
+        self.observe_latency = observer(self.latency)
         gauge = BREAKER_OPEN.labels(config.name)
         self.breaker = CircuitBreaker(
             config.breaker.failures,
