@@ -372,5 +372,5 @@ async def _admit(
 
 def _note_decision(record: DecisionRecord, decision: Decision) -> None:
     record.rule, record.reason = decision.rule, decision.reason
-    record.targets = list(decision.targets)
+    record.targets = [decision.target, *decision.fallbacks]  # decision.targets, as a list
     record.rollout, record.shadow = decision.rollout, decision.shadow

@@ -216,16 +216,19 @@ class UpstreamClient:
         """
         started = time.perf_counter()
         attempt = 0
+        breaker = self.breaker
         while True:
             attempt += 1
-            probe = self.breaker.state == "half-open"
-            if not self.breaker.allow():
+            # A closed circuit (nearly always) lets the request through and probes
+            # nothing: known without the breaker's state machine.
+            probe = breaker.opened_at is not None and breaker.state == "half-open"
+            if breaker.opened_at is not None and not breaker.allow():
                 raise UpstreamFailure(
                     self.name,
                     "circuit_open",
                     "circuit breaker is open",
-                    status=self.breaker.last_status,
-                    retry_after=self.breaker.remaining(),
+                    status=breaker.last_status,
+                    retry_after=breaker.remaining(),
                 )
             outcome = await self._once(method, url or self.url, payload, extra, deadline, probe)
             if not isinstance(outcome, UpstreamFailure):
