@@ -279,16 +279,24 @@ class Router:
             call.shadow = (shadow, request.body)
         # The exchange sends to the client itself (one coroutine less per message);
         # `call.answered` asks it whether the answer has started.
-        ex = call.ex = Exchange(policy, request, decision, call.record, call.t0, call.respond)
-        ex.out, ex.deferred = call.out, call.deferred
-        ex.forward = forwarded_request_headers(policy.headers.request, call.headers)
-        target = runtime.pool.clients.get(decision.target)
-        model = target.config.model if target is not None else None
+        ex = call.ex = Exchange(
+            policy,
+            request,
+            decision,
+            call.record,
+            call.t0,
+            call.respond,
+            out=call.out,
+            forward=forwarded_request_headers(policy.headers.request, call.headers),
+            deferred=call.deferred,
+        )
         cache = runtime.cache if whole else None
         if cache is None and runtime.cache is not None and decision.cache:
             call.record.cache = "bypass"
-        cached = None
+        cached = target = None
         if cache is not None and decision.cache:
+            target = runtime.pool.clients.get(decision.target)
+            model = target.config.model if target is not None else None
             with tracing.cache_span(call.record):
                 cached = await lookup(cache, policy.cache, ex, features, call.headers, model)
         if cached is None:
