@@ -173,7 +173,12 @@ class Deadline(Timer):
         wheel = _last
         if wheel is None or wheel.loop is not loop:
             wheel = _wheel(loop)
-        wheel.add(self, when)
+        # `_Wheel.add`'s common case: the bucket has a deadline already.
+        bucket = wheel.buckets.get(int(when / RESOLUTION_S) + 1)
+        if bucket is None:
+            wheel.add(self, when)
+        else:
+            bucket.append(self)
         return self
 
     def touch(self) -> None:
