@@ -152,7 +152,10 @@ class Deadline(Timer):
         self._last = 0.0
 
     def __enter__(self) -> Deadline:
-        if self._end is None and self._idle is None:
+        # Written out rather than through `_next`, `_wheel` and `cancel`: a request
+        # enters several deadlines, and each call saved here is saved on each.
+        end, idle = self._end, self._idle
+        if end is None and idle is None:
             self._state = _DONE
             return self
         loop = self._loop = _running_loop()
@@ -161,9 +164,21 @@ class Deadline(Timer):
             raise RuntimeError("Deadline must be used inside a task")
         self._task, self._cancelling = task, task.cancelling()
         now = self._last = loop.time()
-        if self._end is not None:
-            self._end += now
-        _wheel(loop).add(self, self._next())
+        if end is not None:
+            end = self._end = end + now
+            when = end if idle is None else min(now + idle, end)
+        else:
+            assert idle is not None
+            when = now + idle
+        wheel = _last
+        if wheel is None or wheel.loop is not loop:
+            wheel = _wheel(loop)
+        # `_Wheel.add`'s common case: the bucket has a deadline already.
+        bucket = wheel.buckets.get(int(when / RESOLUTION_S) + 1)
+        if bucket is None:
+            wheel.add(self, when)
+        else:
+            bucket.append(self)
         return self
 
     def touch(self) -> None:
@@ -200,7 +215,8 @@ class Deadline(Timer):
             if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
                 raise TimeoutError from exc
         else:
-            self.cancel()
+            self._state = _DONE
+            self._task = self._loop = None  # type: ignore[assignment]
 
 
 class _Call(Timer):

@@ -57,7 +57,8 @@ class Exchange:
     t0: float
     respond: Send
     slot: CacheSlot | None = None  # set by the cache step on a miss
-    finished: bool = False
+    answered: bool = False  # the response has started: an error can no longer be sent
+    finished: bool = False  # the response has ended
     upstream_s: float = 0.0  # time spent on targets that failed before this one
     out: Output = CHAT  # the client's dialect: how its answer is written
     # Client headers passed on to the upstream (the policy's `headers.request`).
@@ -67,7 +68,10 @@ class Exchange:
     deferred: RouterError | None = None
 
     async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.answered = True
+        elif kind == "http.response.body" and not message.get("more_body", False):
             self.finished = True
         await self.respond(message)
 
@@ -189,10 +193,12 @@ class StreamRelay:
             self.saw_done = True
         if self.kept is not None:
             self.kept.append(events)
-        if self.keep_text or b'"prompt_tokens"' in events:
+        if self.keep_text:
             events = inspect_events(
-                events, ex.record, self.reply.upstream, self.parts, self.drop_usage, self.keep_text
+                events, ex.record, self.reply.upstream, self.parts, self.drop_usage, True
             )
+        elif _USAGE in events:
+            events = note_stream_usage(events, ex.record, self.reply.upstream, self.drop_usage)
         if events and not ex.out.passthrough:
             events = ex.out.events(events)
         if events:
@@ -272,6 +278,54 @@ def inspect_events(
                         parts.append(delta["content"])
         kept.append(event + b"\n\n")
     return b"".join(kept)
+
+
+_USAGE = b'"prompt_tokens"'
+
+
+def note_stream_usage(
+    events: bytes, record: DecisionRecord, upstream: UpstreamClient, drop_usage: bool
+) -> bytes:
+    """`inspect_events` when only usage is wanted: the events that carry it are found
+    by search and read; the text chunks around them pass as they came, unsplit
+    (splitting and re-joining every event of a stream cost more than relaying it)."""
+    if b"\r" in events:  # as `split_events` does: CRLF and CR line ends become LF
+        events = events.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    # What follows the last whole event is not passed on, as in `split_events`.
+    limit = _event_start(events, len(events))
+    kept: list[bytes] = []
+    begin = 0  # the start of what is not yet in `kept`
+    at = events.find(_USAGE, 0, limit)
+    while at >= 0:
+        start = _event_start(events, at)
+        end = events.find(b"\n\n", at)
+        payload = next(payloads(events[start:end]), None)
+        data = event_data(payload) if payload is not None else None
+        if data is not None:
+            usage = usage_of(data)
+            if usage is not None:
+                note_usage(record, upstream, usage)
+                if drop_usage and not data.get("choices"):
+                    kept.append(events[begin:start])
+                    begin = end + 2
+        at = events.find(_USAGE, end, limit)
+    if not kept:
+        return events if limit == len(events) else events[:limit]
+    kept.append(events[begin:limit])
+    return b"".join(kept)
+
+
+def _event_start(events: bytes, at: int) -> int:
+    """Where the event holding `events[at]` starts, as `bytes.split(b"\\n\\n")` cuts it:
+    pairs of newlines from the left, so after an odd run of them the event starts
+    with the one left over."""
+    pair = events.rfind(b"\n\n", 0, at)
+    if pair < 0:
+        return 0
+    run = pair  # the run of newlines that this pair ends
+    while run > 0 and events[run - 1] == 10:
+        run -= 1
+    return run + (pair + 2 - run) // 2 * 2
 
 
 def note_usage(record: DecisionRecord, upstream: UpstreamClient, usage: Usage | None) -> None:

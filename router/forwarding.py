@@ -143,7 +143,7 @@ async def _try(
         first = await reply.first_events(deadline, buffer)
     else:
         raw, data = await reply.read_json(deadline)
-    client.latency.observe(reply.headers_at - reply.started)
+    client.observe_latency(reply.headers_at - reply.started)
     record.route, record.upstream_model = client.name, client.config.model
     record.ttfb_ms = round((reply.headers_at - ex.t0) * 1000, 3)
     upstream_s = ex.upstream_s + time.perf_counter() - began

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from router.cache import Scope as CacheScope
 from router.cache import cache_mode
 from router.errors import RouterError, clip
+from router.ids import request_id
 from router.ingress.auth import tenant_for
 from router.ingress.body import ClientGone, read_body
 from router.ingress.request import json_object
@@ -319,7 +319,7 @@ async def _stream(
 
 def _record(endpoint: str) -> DecisionRecord:
     return DecisionRecord(
-        request_id=os.urandom(16).hex(),
+        request_id=request_id(),
         ts=time.time(),
         tenant="",
         model="",

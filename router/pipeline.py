@@ -2,7 +2,7 @@
 
     Router.chat
      └─ _serve             the request is in flight until its record is written
-         ├─ _handle        parse -> decide -> respond; a RouterError is answered here
+         ├─ _guarded       parse -> decide -> respond; a RouterError is answered here
          │   ├─ _parse     authenticate, read and validate the body (router.ingress)
          │   ├─ _decide    score once (router.scoring), decide() (router.policy),
          │   │             admit against the tenant's budget (router.budgets)
@@ -19,7 +19,6 @@ returns what the next needs, or None once the request has been answered.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -40,10 +39,11 @@ from router.formats.dialect import CHAT, Output, anthropic_output, responses_out
 from router.formats.errors import Dialect
 from router.formats.responses import parse_responses_deferred
 from router.forwarding import forward
+from router.ids import request_id
 from router.ingress.auth import tenant_for
 from router.ingress.body import read_body
 from router.ingress.request import ChatRequest, chat_request, json_object, parse_chat_request
-from router.outcomes.metrics import OVERHEAD, SCORING_ERRORS, count_request
+from router.outcomes.metrics import SCORING_ERRORS, count_request, observe_overhead
 from router.outcomes.record import DecisionRecord
 from router.outcomes.sinks import Sink
 from router.outcomes.spend import note_cache_hit
@@ -79,7 +79,8 @@ class Call:
     t0: float = field(default_factory=time.perf_counter)
     dialect: Dialect = "chat"  # the client's API: errors and answers are written in it
     out: Output = CHAT
-    answered: bool = False  # the response has started: an error can no longer be sent
+    started: bool = False  # an error answer has started (see `answered`)
+    ex: Exchange | None = None  # set once decided: it sends the answer from then on
     admission: Admission | None = None
     shadow: tuple[UpstreamClient, dict[str, Any]] | None = None
     # The request holds what its chat translation cannot carry: this 400 answers it
@@ -88,8 +89,13 @@ class Call:
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            self.answered = True
+            self.started = True
         await self.respond(message)
+
+    @property
+    def answered(self) -> bool:
+        """The response has started: an error can no longer be sent."""
+        return self.started or (self.ex is not None and self.ex.answered)
 
 
 class Router:
@@ -132,8 +138,7 @@ class Router:
             await runtime.startup()
         runtime.in_flight += 1
         record = DecisionRecord(
-            # uuid4().hex costs 5x more for the same bits
-            request_id=os.urandom(16).hex(),
+            request_id=request_id(),
             ts=time.time(),
             tenant="",
             model="",
@@ -150,10 +155,22 @@ class Router:
             runtime.in_flight -= 1
 
     async def _guarded(self, call: Call, receive: Receive) -> None:
-        """`_handle`, with what ends a request early: the client leaving, a cancel, a bug."""
+        """parse -> decide -> respond, and what ends a request early: a `RouterError`
+        (answered here), the client leaving, a cancel, a bug.
+
+        One coroutine with nested `try`s rather than one per level: each layer of
+        coroutines costs every request its frames."""
         record, ledger = call.record, self.runtime.ledger
         try:
-            await self._handle(call, receive)
+            try:
+                request = await self._parse(call, receive)
+                decision = await self._decide(call, request)
+                await self._respond(call, request, decision, receive)
+            except RouterError as exc:
+                record.status, record.error = exc.status, exc.code or exc.type
+                await send_error(
+                    call.send, exc, record.request_id, record_headers(record), call.dialect
+                )
         except ClientGone:
             record.status, record.error = 499, "client_disconnected"
         except asyncio.CancelledError:
@@ -166,18 +183,6 @@ class Router:
             record.status, record.error = 500, type(exc).__name__
             if not call.answered:
                 await send_error(call.respond, _INTERNAL, record.request_id, dialect=call.dialect)
-
-    async def _handle(self, call: Call, receive: Receive) -> None:
-        try:
-            request = await self._parse(call, receive)
-            decision = await self._decide(call, request)
-            await self._respond(call, request, decision, receive)
-        except RouterError as exc:
-            record = call.record
-            record.status, record.error = exc.status, exc.code or exc.type
-            await send_error(
-                call.send, exc, record.request_id, record_headers(record), call.dialect
-            )
 
     async def _parse(self, call: Call, receive: Receive) -> ChatRequest:
         policy, record, headers = call.policy, call.record, call.headers
@@ -227,8 +232,10 @@ class Router:
 
     async def _decide(self, call: Call, request: ChatRequest) -> tuple[Decision, Features | None]:
         policy, record = call.policy, call.record
-        with tracing.scoring_span(record, policy.scoring.enabled):
-            features = await self._score(policy, request, record)
+        features = None
+        if policy.scoring.enabled:
+            with tracing.scoring_span(record):
+                features = await self._score(request, record)
         facts = RequestFacts(
             request_id=record.request_id,
             tenant=record.tenant,
@@ -270,16 +277,28 @@ class Router:
         shadow = runtime.pool.clients.get(decision.shadow) if decision.shadow else None
         if shadow is not None and whole:
             call.shadow = (shadow, request.body)
-        ex = Exchange(policy, request, decision, call.record, call.t0, call.send)
-        ex.out, ex.deferred = call.out, call.deferred
-        ex.forward = forwarded_request_headers(policy.headers.request, call.headers)
-        target = runtime.pool.clients.get(decision.target)
-        model = target.config.model if target is not None else None
+        # The exchange sends to the client itself (one coroutine less per message);
+        # `call.answered` asks it whether the answer has started.
+        ex = call.ex = Exchange(
+            policy,
+            request,
+            decision,
+            call.record,
+            call.t0,
+            call.respond,
+            out=call.out,
+            forward=forwarded_request_headers(policy.headers.request, call.headers),
+            deferred=call.deferred,
+        )
         cache = runtime.cache if whole else None
         if cache is None and runtime.cache is not None and decision.cache:
             call.record.cache = "bypass"
-        with tracing.cache_span(call.record, cache is not None and decision.cache):
-            cached = await lookup(cache, policy.cache, ex, features, call.headers, model)
+        cached = target = None
+        if cache is not None and decision.cache:
+            target = runtime.pool.clients.get(decision.target)
+            model = target.config.model if target is not None else None
+            with tracing.cache_span(call.record):
+                cached = await lookup(cache, policy.cache, ex, features, call.headers, model)
         if cached is None:
             await forward(runtime.pool, ex, receive)
             return
@@ -291,7 +310,7 @@ class Router:
         runtime, record = self.runtime, call.record
         record.latency_ms = round((time.perf_counter() - call.t0) * 1000, 3)
         if record.overhead_ms is not None:
-            OVERHEAD.observe(record.overhead_ms / 1000)
+            observe_overhead(record.overhead_ms / 1000)
         count_request(record.rule or "-", record.route or "-", record.status, call.dialect)
         if call.admission is not None and runtime.ledger is not None:
             await runtime.ledger.settle(call.admission, record.cost_usd or 0.0)
@@ -315,11 +334,7 @@ class Router:
 
     # -- steps ---------------------------------------------------------------------
 
-    async def _score(
-        self, policy: Policy, request: ChatRequest, record: DecisionRecord
-    ) -> Features | None:
-        if not policy.scoring.enabled:
-            return None
+    async def _score(self, request: ChatRequest, record: DecisionRecord) -> Features:
         scorer = self.runtime.scorer
         if scorer is None:
             features = Features(error="classifier unavailable")
@@ -365,5 +380,5 @@ async def _admit(
 
 def _note_decision(record: DecisionRecord, decision: Decision) -> None:
     record.rule, record.reason = decision.rule, decision.reason
-    record.targets = list(decision.targets)
+    record.targets = [decision.target, *decision.fallbacks]  # decision.targets, as a list
     record.rollout, record.shadow = decision.rollout, decision.shadow

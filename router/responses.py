@@ -25,7 +25,21 @@ __all__ = [
 
 def headers_of(scope: Scope) -> dict[str, str]:
     """A request's headers by lower-case name (the last of repeated ones)."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    names = _NAMES
+    headers = {}
+    for key, value in scope["headers"]:
+        name = names.get(key)
+        if name is None:
+            name = key.decode("latin-1").lower()
+            if len(names) < 1024:  # names are the client's to choose: keep the common ones
+                names[key] = name
+        headers[name] = value.decode("latin-1")
+    return headers
+
+
+# Raw header name -> its decoded lower-case form. Clients send the same few names on
+# every request, so each is decoded and lowered once, not once per request.
+_NAMES: dict[bytes, str] = {}
 
 
 async def wait_disconnect(receive: Receive) -> None:

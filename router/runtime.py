@@ -247,7 +247,17 @@ class Runtime:
 
 
 def tenant_digest(tenant: str) -> bytes:
-    return hashlib.blake2b(tenant.encode(), digest_size=8).digest()
+    digest = _DIGESTS.get(tenant)
+    if digest is None:
+        digest = hashlib.blake2b(tenant.encode(), digest_size=8).digest()
+        if len(_DIGESTS) >= 10_000:  # a tenant header can name any number of them
+            _DIGESTS.clear()
+        _DIGESTS[tenant] = digest
+    return digest
+
+
+# Every request's tenant is hashed (`remember`), and a process serves few tenants.
+_DIGESTS: dict[str, bytes] = {}
 
 
 def _make_sink(config: RecordConfig) -> Sink:

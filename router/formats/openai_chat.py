@@ -67,7 +67,10 @@ def message_text(message: Mapping[str, Any]) -> str:
 def conversation_key(first_message: Mapping[str, Any]) -> str:
     """A stable hash of a conversation's first message: its turns share the key,
     so sticky routing and rollout sampling keep a conversation on one side."""
-    return hashlib.blake2b(message_text(first_message).encode(), digest_size=8).hexdigest()
+    content = first_message.get("content")
+    # A string content is its own text: skip the two calls that would say so.
+    text = content if isinstance(content, str) else content_text(content)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def content_chars(content: object) -> int:
@@ -123,29 +126,32 @@ def check_message(message: object, i: int) -> int:
     Shallow on purpose: what the router needs, and what would otherwise become an
     upstream 400 or a traceback. Unknown fields pass.
     """
-    param = f"messages[{i}]"
+    # The checks come first and the parameter's name only once one fails: every
+    # message of every request goes through here, and nearly all of them pass.
     if not isinstance(message, dict):
+        param = f"messages[{i}]"
         raise RouterError.bad_request(f"'{param}' must be an object.", param)
     role = message.get("role")
     if not isinstance(role, str) or role not in MESSAGE_ROLES:
+        param = f"messages[{i}]"
         raise RouterError.bad_request(
             f"'{param}.role' must be one of {', '.join(sorted(MESSAGE_ROLES))}.", f"{param}.role"
         )
     content = message.get("content")
-    if content is None:
-        if role in ("user", "system", "developer"):
-            raise RouterError.bad_request(f"'{param}.content' is required.", f"{param}.content")
-        return 0
     if isinstance(content, str):
         return len(content)
+    if content is None:
+        if role in ("user", "system", "developer"):
+            param = f"messages[{i}]"
+            raise RouterError.bad_request(f"'{param}.content' is required.", f"{param}.content")
+        return 0
     if isinstance(content, list):
         for j, part in enumerate(content):
             if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                raise RouterError.bad_request(
-                    f"'{param}.content[{j}]' must be an object with a 'type'.",
-                    f"{param}.content[{j}]",
-                )
+                param = f"messages[{i}].content[{j}]"
+                raise RouterError.bad_request(f"'{param}' must be an object with a 'type'.", param)
         return content_chars(content)
+    param = f"messages[{i}]"
     raise RouterError.bad_request(
         f"'{param}.content' must be a string or an array of content parts.", f"{param}.content"
     )

@@ -35,14 +35,6 @@ async def read_body(
     receive: Receive, headers: Mapping[str, str], limit: int, timeout_s: float | None = None
 ) -> bytes:
     """The whole body, within `limit` bytes and `timeout_s` seconds (None: no limit)."""
-    try:
-        with Deadline(timeout_s):
-            return await _read(receive, headers, limit)
-    except TimeoutError:
-        raise _too_slow(timeout_s or 0.0) from None
-
-
-async def _read(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
     length = headers.get("content-length")
     if length is not None:
         try:
@@ -52,16 +44,20 @@ async def _read(receive: Receive, headers: Mapping[str, str], limit: int) -> byt
             raise RouterError.bad_request("Invalid Content-Length header.") from None
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    try:
+        with Deadline(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit)
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        raise _too_slow(timeout_s or 0.0) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -7,8 +7,7 @@ upstream's name, never from request headers.
 
 from __future__ import annotations
 
-import operator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "DecisionRecord"]
@@ -61,19 +60,64 @@ class DecisionRecord:
     v: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        # A shallow copy: `asdict` deep-copies every value and cost ~6% of a request;
-        # one attrgetter call reads every field in C.
-        data = dict(zip(_FIELDS, _read_all(self), strict=True))
-        data["targets"], data["tried"] = list(self.targets), list(self.tried)
-        # Keep records compact: optional fields appear only when set.
-        for name in _OPTIONAL:
-            if data[name] is None:
-                del data[name]
+        # Spelled out field by field, optional ones only when set: stores into one
+        # dict cost a third of the generic copy (`attrgetter` over `fields()`, then
+        # deleting what is unset), once per request. tests/test_record_dict.py holds
+        # this to the field list.
+        data: dict[str, Any] = {}
+        data["request_id"] = self.request_id
+        data["ts"] = self.ts
+        data["tenant"] = self.tenant
+        data["model"] = self.model
+        data["stream"] = self.stream
+        data["rule"] = self.rule
+        data["reason"] = self.reason
+        data["route"] = self.route
+        data["upstream_model"] = self.upstream_model
+        data["targets"] = list(self.targets)
+        data["tried"] = list(self.tried)
+        data["rollout"] = self.rollout
+        if self.shadow is not None:
+            data["shadow"] = self.shadow
+        data["score"] = self.score
+        if self.score_error is not None:
+            data["score_error"] = self.score_error
+        data["cache"] = self.cache
+        data["cache_similarity"] = self.cache_similarity
+        data["status"] = self.status
+        data["error"] = self.error
+        data["latency_ms"] = self.latency_ms
+        data["upstream_ms"] = self.upstream_ms
+        data["ttfb_ms"] = self.ttfb_ms
+        data["overhead_ms"] = self.overhead_ms
+        data["tokens_in"] = self.tokens_in
+        data["tokens_out"] = self.tokens_out
+        data["cost_usd"] = self.cost_usd
+        data["prompt_chars"] = self.prompt_chars
+        data["conversation"] = self.conversation
+        if self.headers is not None:
+            data["headers"] = self.headers
+        if self.prompt is not None:
+            data["prompt"] = self.prompt
+        if self.messages is not None:
+            data["messages"] = self.messages
+        if self.answer is not None:
+            data["answer"] = self.answer
+        if self.budget is not None:
+            data["budget"] = self.budget
+        if self.shadow_result is not None:
+            data["shadow_result"] = self.shadow_result
+        if self.kind is not None:
+            data["kind"] = self.kind
+        if self.endpoint is not None:
+            data["endpoint"] = self.endpoint
+        if self.dialect is not None:
+            data["dialect"] = self.dialect
+        data["v"] = self.v
         return data
 
 
-_FIELDS = tuple(f.name for f in fields(DecisionRecord))
-_read_all = operator.attrgetter(*_FIELDS)
+# Fields written only when set (to_dict), to keep records compact.
 _OPTIONAL = (
     "prompt",
     "messages",

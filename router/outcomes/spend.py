@@ -9,10 +9,12 @@ compare with.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter
 
+from router.outcomes.fastmetrics import adder
 from router.policy.model import Policy, Price
 from router.upstreams.usage import usage_of
 
@@ -35,8 +37,10 @@ CACHE_SAVED = Counter(
 
 _TOP: dict[int, tuple[Policy, Price]] = {}
 # `Counter.labels()` takes a lock and builds a key on every call; the children are
-# few (one per upstream) and live as long as the process, so keep them.
-_SPEND_BY_UPSTREAM: dict[str, Any] = {}
+# few (one per upstream) and live as long as the process, so keep them (their `inc`,
+# router.outcomes.fastmetrics).
+_SPEND_BY_UPSTREAM: dict[str, Callable[[float], None]] = {}
+_add_top_cost = adder(TOP_COST)
 
 
 def top_price(policy: Policy) -> Price:
@@ -56,13 +60,13 @@ def note_spend(record: dict[str, Any], policy: Policy) -> None:
     route, cost = record.get("route"), record.get("cost_usd")
     if route is None or route == "cache" or cost is None:
         return
-    child = _SPEND_BY_UPSTREAM.get(route)
-    if child is None:
-        child = _SPEND_BY_UPSTREAM[route] = SPEND.labels(route)
-    child.inc(cost)
+    add = _SPEND_BY_UPSTREAM.get(route)
+    if add is None:
+        add = _SPEND_BY_UPSTREAM[route] = adder(SPEND.labels(route))
+    add(cost)
     tokens_in, tokens_out = record.get("tokens_in"), record.get("tokens_out")
     if isinstance(tokens_in, int) and isinstance(tokens_out, int):
-        TOP_COST.inc(top_price(policy).cost(tokens_in, tokens_out))
+        _add_top_cost(top_price(policy).cost(tokens_in, tokens_out))
 
 
 def note_cache_hit(completion: dict[str, Any], target: Price | None, policy: Policy) -> None:

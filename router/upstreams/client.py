@@ -28,6 +28,7 @@ from router.formats.anthropic_upstream import (
     from_anthropic_message,
     to_anthropic_request,
 )
+from router.outcomes.fastmetrics import observer
 from router.outcomes.metrics import BREAKER_OPEN, UPSTREAM_LATENCY
 from router.policy.model import Upstream
 from router.upstreams.breaker import CircuitBreaker
@@ -117,10 +118,10 @@ class UpstreamReply:
                 "stream_cut", f"the stream broke off ({type(exc).__name__})"
             ) from None
         first = next(payloads(events), None)
-        if first is None or (first != b"[DONE]" and event_data(first) is None):
+        data = event_data(first) if first is not None else None
+        if first is None or (first != b"[DONE]" and data is None):
             await self.aclose()
             raise self._broken("bad_response", "the stream does not start with an event")
-        data = event_data(first)
         # A chat or Messages error event has an `error` object; a Responses one is typed.
         if data is not None and ("error" in data or data.get("type") == "error"):
             await self.aclose()
@@ -151,6 +152,7 @@ class UpstreamClient:
         self.name = config.name
         # The metric children, looked up once: `labels()` locks and builds a key.
         self.latency = UPSTREAM_LATENCY.labels(config.name)
+        self.observe_latency = observer(self.latency)
         gauge = BREAKER_OPEN.labels(config.name)
         self.breaker = CircuitBreaker(
             config.breaker.failures,
@@ -214,16 +216,19 @@ class UpstreamClient:
         """
         started = time.perf_counter()
         attempt = 0
+        breaker = self.breaker
         while True:
             attempt += 1
-            probe = self.breaker.state == "half-open"
-            if not self.breaker.allow():
+            # A closed circuit (nearly always) lets the request through and probes
+            # nothing: known without the breaker's state machine.
+            probe = breaker.opened_at is not None and breaker.state == "half-open"
+            if breaker.opened_at is not None and not breaker.allow():
                 raise UpstreamFailure(
                     self.name,
                     "circuit_open",
                     "circuit breaker is open",
-                    status=self.breaker.last_status,
-                    retry_after=self.breaker.remaining(),
+                    status=breaker.last_status,
+                    retry_after=breaker.remaining(),
                 )
             outcome = await self._once(method, url or self.url, payload, extra, deadline, probe)
             if not isinstance(outcome, UpstreamFailure):

@@ -65,11 +65,30 @@ def passthrough_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> RawHeade
 
 def forwarded_request_headers(rules: HeaderRules, headers: Mapping[str, str]) -> RawHeaders:
     """The client request headers that `rules` pass on to the upstream."""
-    return [
-        (name.encode("latin-1"), value.encode("latin-1"))
-        for name, value in headers.items()
-        if rules.allows(name) and name not in NEVER_REQUEST
-    ]
+    passes = _request_verdicts(rules)
+    out: RawHeaders = []
+    for name, value in headers.items():
+        passed = passes.get(name)
+        if passed is None:
+            passed = rules.allows(name) and name not in NEVER_REQUEST
+            if len(passes) < 1024:
+                passes[name] = passed
+        if passed:
+            out.append((name.encode("latin-1"), value.encode("latin-1")))
+    return out
+
+
+# Per rules: each client header name -> whether it passes, judged once (clients send
+# the same names on every request), as `_VERDICTS` does for the upstream's.
+_REQUEST_VERDICTS: dict[int, tuple[HeaderRules, dict[str, bool]]] = {}
+
+
+def _request_verdicts(rules: HeaderRules) -> dict[str, bool]:
+    entry = _REQUEST_VERDICTS.get(id(rules))
+    if entry is None or entry[0] is not rules:
+        _REQUEST_VERDICTS.clear()  # one policy is live at a time; let old rules go
+        entry = _REQUEST_VERDICTS[id(rules)] = (rules, {})
+    return entry[1]
 
 
 # The body is relayed byte for byte, so its type and length stay; cookies and
