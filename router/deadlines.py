@@ -38,6 +38,9 @@ _SLACK_S = RESOLUTION_S / 100
 _NEVER = 1 << 62
 
 _ACTIVE, _FIRED, _DONE = 0, 1, 2
+# Cancelled entries are swept out when the buckets hold more than this, or twice
+# what was live at the last sweep.
+_SWEEP_MIN = 4096
 
 
 class Timer:
@@ -65,17 +68,25 @@ class _Wheel:
 
     Deadlines are kept in buckets of `RESOLUTION_S`: adding one is a list append
     (a heap push only for a bucket's first), and a cancelled one is skipped when
-    its bucket comes due, having dropped what it referred to."""
+    its bucket comes due, having dropped what it referred to. Nearly all are
+    cancelled long before they are due (a 120 s answer deadline on a 5 ms answer),
+    so the buckets are swept of them whenever they have doubled: at thousands of
+    requests a second, keeping them until due would hold hundreds of thousands."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.buckets: dict[int, list[Timer]] = {}
         self.order: list[int] = []  # heap of the buckets' numbers
+        self.size = 0  # entries in the buckets, cancelled ones included
+        self.sweep_at = _SWEEP_MIN
         self._armed = _NEVER
         self._handle: asyncio.TimerHandle | None = None
 
     def add(self, entry: Timer, when: float) -> None:
         number = int(when / RESOLUTION_S) + 1  # due at number * RESOLUTION_S >= when
+        self.size += 1
+        if self.size > self.sweep_at:
+            self.sweep()
         bucket = self.buckets.get(number)
         if bucket is not None:
             bucket.append(entry)
@@ -84,6 +95,15 @@ class _Wheel:
         heapq.heappush(self.order, number)
         if number < self._armed:
             self._arm(number)
+
+    def sweep(self) -> None:
+        """Drop the cancelled entries (the buckets stay, empty, until due)."""
+        live = 0
+        for bucket in self.buckets.values():
+            bucket[:] = [entry for entry in bucket if entry._state == _ACTIVE]
+            live += len(bucket)
+        self.size = live
+        self.sweep_at = max(_SWEEP_MIN, 2 * live)
 
     def _arm(self, number: int) -> None:
         if self._handle is not None:
@@ -97,7 +117,9 @@ class _Wheel:
         # due after it, so it lands in a later bucket and this loop ends.
         order, due = self.order, self.loop.time() + _SLACK_S
         while order and order[0] * RESOLUTION_S <= due:
-            for entry in self.buckets.pop(heapq.heappop(order)):
+            bucket = self.buckets.pop(heapq.heappop(order))
+            self.size -= len(bucket)
+            for entry in bucket:
                 if entry._state != _ACTIVE:
                     continue
                 try:
@@ -175,9 +197,10 @@ class Deadline(Timer):
             wheel = _wheel(loop)
         # `_Wheel.add`'s common case: the bucket has a deadline already.
         bucket = wheel.buckets.get(int(when / RESOLUTION_S) + 1)
-        if bucket is None:
+        if bucket is None or wheel.size >= wheel.sweep_at:
             wheel.add(self, when)
         else:
+            wheel.size += 1
             bucket.append(self)
         return self
 

@@ -199,3 +199,33 @@ def test_a_deadline_due_within_the_timer_slack_fires_instead_of_spinning() -> No
         return probe.looks
 
     assert asyncio.run(main()) == 1
+
+
+def test_cancelled_deadlines_do_not_pile_up_until_due() -> None:
+    """A request's long deadlines (e.g. 120 s for the whole answer) are nearly all
+    cancelled within milliseconds: the wheel must not hold them until they are due,
+    and what is live must still fire after the cancelled ones are swept out."""
+    from router import deadlines
+
+    async def main() -> tuple[int, bool, bool]:
+        loop = asyncio.get_running_loop()
+        fired = asyncio.Event()
+        call_later(0.05, fired.set)
+        timed_out = False
+        held = 0
+        try:
+            with Deadline(0.1):  # entered before every sweep
+                for _ in range(50_000):
+                    with Deadline(300.0):
+                        pass
+                    call_later(300.0, lambda: None).cancel()
+                held = sum(len(b) for b in deadlines._wheel(loop).buckets.values())
+                await asyncio.sleep(1)
+        except TimeoutError:
+            timed_out = True
+        await asyncio.wait_for(fired.wait(), 1)
+        return held, fired.is_set(), timed_out
+
+    held, fired, timed_out = asyncio.run(main())
+    assert 0 < held <= 2 * deadlines._SWEEP_MIN  # not 100,000
+    assert fired and timed_out
