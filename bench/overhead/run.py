@@ -884,7 +884,9 @@ def main() -> int:
         for t in targets:
             if t.records is not None:
                 time.sleep(0.5)
-                count = sum(1 for _ in t.records.open()) if t.records.exists() else 0
+                # The file rotates at 100 MB: its older parts count too.
+                parts = [t.records, *t.records.parent.glob(t.records.name + ".*")]
+                count = sum(sum(1 for _ in part.open()) for part in parts if part.exists())
                 t.note += f"; {count} decision records written"
             if t.name == "router-otel" and collector_port is not None:
                 t.note += "; collector got " + collector_stats(collector_port)
