@@ -263,14 +263,10 @@ def inspect_events(
             # Only usage is wanted: the text chunks pass without being parsed.
             kept.append(event + b"\n\n")
             continue
-        payload = next(payloads(event), None)
-        data = event_data(payload) if payload is not None else None
+        data, usage_only = _read_event(event, record, upstream)
         if data is not None:
-            usage = usage_of(data)
-            if usage is not None:
-                note_usage(record, upstream, usage)
-                if drop_usage and not data.get("choices"):
-                    continue
+            if usage_only and drop_usage:
+                continue
             if keep_text:
                 for choice in data.get("choices") or ():
                     delta = choice.get("delta") if isinstance(choice, dict) else None
@@ -299,20 +295,30 @@ def note_stream_usage(
     while at >= 0:
         start = _event_start(events, at)
         end = events.find(b"\n\n", at)
-        payload = next(payloads(events[start:end]), None)
-        data = event_data(payload) if payload is not None else None
-        if data is not None:
-            usage = usage_of(data)
-            if usage is not None:
-                note_usage(record, upstream, usage)
-                if drop_usage and not data.get("choices"):
-                    kept.append(events[begin:start])
-                    begin = end + 2
+        if _read_event(events[start:end], record, upstream)[1] and drop_usage:
+            kept.append(events[begin:start])
+            begin = end + 2
         at = events.find(_USAGE, end, limit)
     if not kept:
         return events if limit == len(events) else events[:limit]
     kept.append(events[begin:limit])
     return b"".join(kept)
+
+
+def _read_event(
+    event: bytes, record: DecisionRecord, upstream: UpstreamClient
+) -> tuple[dict[str, Any] | None, bool]:
+    """One event's data, its usage noted on the record; and whether the event is a
+    usage chunk only (no choices), the kind asked for on the client's behalf."""
+    payload = next(payloads(event), None)
+    data = event_data(payload) if payload is not None else None
+    if data is None:
+        return None, False
+    usage = usage_of(data)
+    if usage is None:
+        return data, False
+    note_usage(record, upstream, usage)
+    return data, not data.get("choices")
 
 
 def _event_start(events: bytes, at: int) -> int:

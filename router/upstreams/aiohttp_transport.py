@@ -12,13 +12,9 @@ import aiohttp
 import httpx
 from yarl import URL
 
-from router.upstreams.transport import RawHeaders, Timeouts, UpstreamResponse
+from router.upstreams.transport import ParsedUrls, RawHeaders, Timeouts, UpstreamResponse
 
 __all__ = ["AiohttpTransport"]
-
-# Parsed URLs kept per transport: the chat URL is the same on every request, and
-# parsing it again costs more than the rest of building the request.
-_MAX_URLS = 256
 
 
 class AiohttpTransport:
@@ -32,7 +28,7 @@ class AiohttpTransport:
             sock_read=timeouts.read,
         )
         self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[str, URL] = {}
+        self._url = ParsedUrls(URL)
 
     def _open(self) -> aiohttp.ClientSession:
         # Made on first use: a session belongs to the event loop that runs it.
@@ -45,14 +41,6 @@ class AiohttpTransport:
             timeout=self._timeout,
         )
         return self._session
-
-    def _url(self, url: str) -> URL:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) >= _MAX_URLS:
-                self._urls.clear()
-            parsed = self._urls[url] = URL(url)
-        return parsed
 
     async def send(
         self,

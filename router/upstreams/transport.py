@@ -24,9 +24,9 @@ would send one tenant's upstream session cookie on the next tenant's request.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, overload
+from typing import Generic, Protocol, TypeVar, overload
 
 import httpx
 
@@ -34,6 +34,7 @@ __all__ = [
     "TRANSPORTS",
     "HeaderView",
     "HttpxTransport",
+    "ParsedUrls",
     "RawHeaders",
     "Timeouts",
     "Transport",
@@ -122,6 +123,30 @@ class RawHeaders:
             if name.lower() == wanted:
                 return value.decode("latin-1")
         return default
+
+
+_T = TypeVar("_T")
+
+
+class ParsedUrls(Generic[_T]):
+    """URLs parsed once per transport: the chat URL is the same on every request,
+    and parsing it again costs more than the rest of building the request. Bounded,
+    because pass-through paths are the clients' to choose."""
+
+    __slots__ = ("_limit", "_parse", "_parsed")
+
+    def __init__(self, parse: Callable[[str], _T], limit: int = 256) -> None:
+        self._parse = parse
+        self._limit = limit
+        self._parsed: dict[str, _T] = {}
+
+    def __call__(self, url: str) -> _T:
+        parsed = self._parsed.get(url)
+        if parsed is None:
+            if len(self._parsed) >= self._limit:
+                self._parsed.clear()
+            parsed = self._parsed[url] = self._parse(url)
+        return parsed
 
 
 class HttpxTransport:

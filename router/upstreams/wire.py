@@ -32,7 +32,7 @@ import httptools
 import httpx
 
 from router.deadlines import Deadline
-from router.upstreams.transport import RawHeaders, Timeouts
+from router.upstreams.transport import ParsedUrls, RawHeaders, Timeouts
 
 __all__ = ["WireTransport"]
 
@@ -46,7 +46,6 @@ KEEPALIVE_S = 15.0
 _CHECK_IDLE_S = 0.25
 # Stop reading from an upstream whose body the client does not take this fast.
 _HIGH_WATER = 256 * 1024
-_MAX_URLS = 256
 # Framing is the transport's: these headers from the caller would contradict it.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
@@ -94,19 +93,11 @@ class WireTransport:
         self._read_s = timeouts.read
         self._ssl = ssl_context
         self._keepalive = keepalive
-        self._targets: dict[str, _Target] = {}
+        self._target = ParsedUrls(_Target)
         self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._count = 0  # connections open or being opened
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
-
-    def _target(self, url: str) -> _Target:
-        target = self._targets.get(url)
-        if target is None:
-            if len(self._targets) >= _MAX_URLS:
-                self._targets.clear()
-            target = self._targets[url] = _Target(url)
-        return target
 
     async def send(
         self,
