@@ -529,28 +529,24 @@ class _Response:
         self._conn.resume()
         return data
 
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
-        while True:
-            if self._chunks:
-                yield self._take()
-            elif self.complete:
-                return
-            elif self._error is not None:
+    async def _next(self) -> bytes | None:
+        """What arrived of the body since the last call, waited for; None at its end."""
+        while not self._chunks:
+            if self.complete:
+                return None
+            if self._error is not None:
                 raise self._error
-            else:
-                await self._wait()
+            await self._wait()
+        return self._take()
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._next()) is not None:
+            yield chunk
 
     async def aread(self) -> bytes:
         parts: list[bytes] = []
-        while True:
-            if self._chunks:
-                parts.append(self._take())
-            elif self.complete:
-                break
-            elif self._error is not None:
-                raise self._error
-            else:
-                await self._wait()
+        while (chunk := await self._next()) is not None:
+            parts.append(chunk)
         self.content = parts[0] if len(parts) == 1 else b"".join(parts)
         return self.content
 
