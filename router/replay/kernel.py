@@ -34,6 +34,7 @@ __all__ = [
     "KernelChoice",
     "KernelCorrection",
     "KernelGrid",
+    "average_ranks",
     "choose_correction",
     "fold_ids",
     "kernel_offsets",
@@ -159,16 +160,21 @@ def fold_ids(n: int, folds: int, seed: int) -> npt.NDArray[np.int64]:
     return out
 
 
-def _quantile_ranks(values: FloatArray) -> FloatArray:
-    """Ranks scaled into (0, 1), ties sharing their mean rank."""
+def average_ranks(values: FloatArray) -> FloatArray:
+    """1-based ranks, tied values sharing their mean rank."""
     order = np.argsort(values, kind="stable")
     sorted_v = values[order]
     ranks = np.empty(len(values))
     starts = np.flatnonzero(np.r_[True, sorted_v[1:] != sorted_v[:-1]])
     ends = np.r_[starts[1:], len(values)]
     for lo, hi in zip(starts, ends, strict=True):
-        ranks[order[lo:hi]] = (lo + hi - 1) / 2
-    out: FloatArray = (ranks + 0.5) / len(values)
+        ranks[order[lo:hi]] = (lo + hi + 1) / 2
+    return ranks
+
+
+def _quantile_ranks(values: FloatArray) -> FloatArray:
+    """Ranks scaled into (0, 1), ties sharing their mean rank."""
+    out: FloatArray = (average_ranks(values) - 0.5) / len(values)
     return out
 
 

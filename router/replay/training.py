@@ -33,6 +33,7 @@ from router.replay.kernel import (
     KernelChoice,
     KernelCorrection,
     KernelGrid,
+    average_ranks,
     choose_correction,
     kernel_targets,
 )
@@ -263,24 +264,12 @@ def _log_loss(p: FloatArray, y: FloatArray) -> float:
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
-def _average_ranks(values: FloatArray) -> FloatArray:
-    """1-based ranks, tied values sharing their mean rank."""
-    order = np.argsort(values, kind="stable")
-    sorted_v = values[order]
-    ranks = np.empty(len(values))
-    starts = np.flatnonzero(np.r_[True, sorted_v[1:] != sorted_v[:-1]])
-    ends = np.r_[starts[1:], len(values)]
-    for lo, hi in zip(starts, ends, strict=True):
-        ranks[order[lo:hi]] = (lo + hi + 1) / 2
-    return ranks
-
-
 def _auc(p: FloatArray, y: FloatArray) -> float | None:
     pos, neg = int((y == 1).sum()), int((y == 0).sum())
     if not pos or not neg:
         return None
     # Mann-Whitney U with tied scores counted as half a win.
-    ranks = _average_ranks(p)
+    ranks = average_ranks(p)
     return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
