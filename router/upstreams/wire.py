@@ -399,7 +399,7 @@ class _Connection(asyncio.Protocol):
         assert response is not None
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            response.raw_headers = []  # an interim answer (100 Continue): the real one follows
+            response.raw_headers.clear()  # an interim answer (100 Continue): the real one follows
             return
         response.headers_arrived(status, self.parser.should_keep_alive())
 
@@ -465,7 +465,6 @@ class _Response:
 
     def headers_arrived(self, status: int, keep_alive: bool) -> None:
         self.status_code = status
-        self.headers = RawHeaders(self.raw_headers)
         self.has_headers = True
         self.keep_alive = keep_alive
         if self._head_only:
